@@ -1,0 +1,92 @@
+"""`lookout COMMAND ...`: the composition root. Each package registers its own subcommands.
+
+Registration only declares arguments; every command imports its heavy modules (onnxruntime, aiortc,
+torch) when it runs, so that `lookout --help` stays fast.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from collections.abc import Callable, Sequence
+from typing import Protocol
+
+from wire.config import CommonSettings
+from wire.errors import LookoutError
+
+log = logging.getLogger("lookout")
+
+
+class Registrar(Protocol):
+    def __call__(self, subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None: ...
+
+
+def _registrars() -> tuple[list[Registrar], list[Registrar]]:
+    """(top-level command registrars, `lookout models ...` registrars)."""
+    import inference.cli
+    import lookout.batch
+    import lookout.stream
+    import lookout.up
+    import mediabridge.cli
+    import signaling.cli
+    import training.cli
+
+    commands: list[Registrar] = [
+        inference.cli.register,
+        signaling.cli.register,
+        mediabridge.cli.register,
+        training.cli.register,
+        lookout.up.register,
+        lookout.stream.register,
+        lookout.batch.register,
+    ]
+    models: list[Registrar] = [inference.cli.register_models, training.cli.register_models]
+    return commands, models
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="lookout",
+        description="Distributed, real-time object detection on live video.",
+        epilog="Run `lookout COMMAND --help` for the options of each command. "
+        "Every option also reads a LOOKOUT_* environment variable (see compose/.env.example).",
+    )
+    parser.add_argument(
+        "--log-level",
+        default=None,
+        help="logging level: DEBUG, INFO, WARNING or ERROR (default: $LOOKOUT_LOG_LEVEL or INFO)",
+    )
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    commands, model_commands = _registrars()
+    for register in commands:
+        register(sub)
+    models = sub.add_parser("models", help="find, download and manage model versions")
+    models_sub = models.add_subparsers(dest="models_command", required=True, metavar="ACTION")
+    for register in model_commands:
+        register(models_sub)
+    return parser
+
+
+def configure_logging(level: str | None) -> None:
+    chosen = (level or CommonSettings().log_level).upper()
+    logging.basicConfig(
+        level=getattr(logging, chosen, logging.INFO),
+        format="%(asctime)s %(levelname)-7s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    configure_logging(args.log_level)
+    func: Callable[[argparse.Namespace], int] = args.func
+    try:
+        return func(args)
+    except LookoutError as exc:
+        print(f"lookout: error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        print("lookout: interrupted", file=sys.stderr)
+        return 130

@@ -1,0 +1,1 @@
+"""Signaling: the aiohttp orchestrator (page, WebSocket signaling, REST API, registry, delivery)."""

@@ -1,0 +1,1 @@
+"""Training: torchrun (DDP) fine-tuning of YOLOX, ONNX export and publishing of model versions."""

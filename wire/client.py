@@ -1,0 +1,238 @@
+"""The asyncio client of the frame backbone: submit a frame, then await its result or its drop.
+
+Signaling (REST), the media bridge, the CLI and the tests all use it. One client owns one session id:
+it publishes frames under that id and reads that session's result stream, so it sees its own
+outcomes and nobody else's. ``iter_outcomes`` lets another process (signaling relaying a bridge's
+session to a browser) follow a session's outcomes without owning it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import logging
+import uuid
+from collections.abc import AsyncIterator
+from types import TracebackType
+
+from redis.asyncio import Redis
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+
+from wire.config import StreamSettings
+from wire.keys import Keys
+from wire.liveness import live_workers
+from wire.messages import (
+    DropReason,
+    DropRecord,
+    DropSite,
+    FrameMessage,
+    MalformedMessageError,
+    ResultMessage,
+    decode_outcome,
+    now_ms,
+)
+from wire.outcomes import publish_outcome
+
+log = logging.getLogger(__name__)
+
+Outcome = ResultMessage | DropRecord
+
+
+async def iter_outcomes(
+    redis: Redis, keys: Keys, session: str, *, start_id: str = "$", block_ms: int = 1000
+) -> AsyncIterator[Outcome]:
+    """Follow one session's result stream from ``start_id`` ("$": only what comes from now on).
+
+    Survives Redis restarts: it waits and reconnects, resuming after the last entry it saw.
+    """
+    last_id = start_id
+    if last_id == "$":
+        # Resolve "$" once, so that a reconnect resumes after what we saw rather than skipping.
+        last_id = "0-0"
+        with contextlib.suppress(RedisConnectionError, RedisTimeoutError):
+            info = await redis.xinfo_stream(keys.results(session))
+            last_id = info["last-generated-id"].decode()
+    stream = keys.results(session)
+    while True:
+        try:
+            reply = await redis.xread({stream: last_id}, count=64, block=block_ms)
+        except (RedisConnectionError, RedisTimeoutError, OSError) as exc:
+            log.warning("result stream %s: redis unavailable (%s); retrying", stream, exc)
+            await asyncio.sleep(0.5)
+            continue
+        except Exception as exc:  # a missing stream is not an error with XREAD; anything else is
+            if "no such key" in str(exc).lower():
+                await asyncio.sleep(0.1)
+                continue
+            raise
+        for _stream, entries in reply or []:
+            for entry_id, fields in entries:
+                last_id = entry_id.decode()
+                try:
+                    yield decode_outcome(fields)
+                except MalformedMessageError as exc:
+                    log.warning("skipping malformed entry %s on %s: %s", last_id, stream, exc)
+
+
+class FrameClient:
+    """Submits frames for one session and resolves each to its result or drop record.
+
+    Use as ``async with FrameClient(redis) as client: outcome = await client.detect(...)``.
+    """
+
+    def __init__(
+        self,
+        redis: Redis,
+        *,
+        keys: Keys | None = None,
+        settings: StreamSettings | None = None,
+        session: str | None = None,
+    ) -> None:
+        self.redis = redis
+        self.settings = settings or StreamSettings()
+        self.keys = keys or Keys(self.settings.key_prefix)
+        self.session = session or f"client-{uuid.uuid4().hex[:12]}"
+        self._seq = itertools.count()
+        self._pending: dict[int, asyncio.Future[Outcome]] = {}
+        self._reader: asyncio.Task[None] | None = None
+        self._ready = asyncio.Event()
+
+    async def __aenter__(self) -> FrameClient:
+        await self.start()
+        return self
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        await self.close()
+
+    async def start(self) -> None:
+        """Start reading this session's result stream. Idempotent."""
+        if self._reader is None:
+            self._reader = asyncio.create_task(self._read_outcomes(), name=f"results:{self.session}")
+            await self._ready.wait()
+
+    async def close(self) -> None:
+        """Stop reading; waiting submitters get a client-side TIMEOUT drop (counted)."""
+        if self._reader is not None:
+            self._reader.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._reader
+            self._reader = None
+        for future in self._pending.values():
+            if not future.done():
+                future.cancel()
+        self._pending.clear()
+
+    @property
+    def in_flight(self) -> int:
+        """Frames submitted whose outcome has not arrived yet."""
+        return len(self._pending)
+
+    def next_seq(self) -> int:
+        return next(self._seq)
+
+    async def submit(
+        self,
+        jpeg: bytes,
+        *,
+        model: str,
+        width: int,
+        height: int,
+        capture_ms: float | None = None,
+        deadline_ms: float | None = None,
+        seq: int | None = None,
+    ) -> tuple[int, asyncio.Future[Outcome]]:
+        """Publish a frame; returns its sequence number and a future for its outcome."""
+        await self.start()
+        captured = now_ms() if capture_ms is None else capture_ms
+        frame = FrameMessage(
+            session=self.session,
+            seq=self.next_seq() if seq is None else seq,
+            capture_ms=captured,
+            deadline_ms=deadline_ms if deadline_ms is not None else captured + self.settings.frame_deadline_ms,
+            model=model,
+            width=width,
+            height=height,
+            jpeg=jpeg,
+        )
+        future: asyncio.Future[Outcome] = asyncio.get_running_loop().create_future()
+        self._pending[frame.seq] = future
+        try:
+            await self.redis.xadd(
+                self.keys.frames(model),
+                frame.to_fields(),  # type: ignore[arg-type]
+                maxlen=self.settings.frame_stream_maxlen,
+                approximate=True,
+            )
+        except BaseException:
+            self._pending.pop(frame.seq, None)
+            raise
+        return frame.seq, future
+
+    async def wait(self, seq: int, future: asyncio.Future[Outcome], *, model: str, timeout_s: float) -> Outcome:
+        """Await a submitted frame's outcome; past ``timeout_s`` it ends as a counted TIMEOUT drop."""
+        try:
+            return await asyncio.wait_for(asyncio.shield(future), timeout_s)
+        except TimeoutError:
+            drop = DropRecord(
+                session=self.session,
+                seq=seq,
+                model=model,
+                reason=DropReason.TIMEOUT,
+                site=DropSite.CLIENT,
+                detail=f"no result within {timeout_s:.1f} s",
+            )
+            with contextlib.suppress(RedisConnectionError, RedisTimeoutError, OSError):
+                await self.redis.hincrby(self.keys.drop_counts(model), drop.reason.value, 1)
+            return drop
+        finally:
+            self._pending.pop(seq, None)
+
+    async def detect(
+        self,
+        jpeg: bytes,
+        *,
+        model: str,
+        width: int,
+        height: int,
+        timeout_s: float = 10.0,
+        deadline_ms: float | None = None,
+    ) -> Outcome:
+        """Submit one frame and wait for how it ended."""
+        seq, future = await self.submit(jpeg, model=model, width=width, height=height, deadline_ms=deadline_ms)
+        return await self.wait(seq, future, model=model, timeout_s=timeout_s)
+
+    async def drop(self, seq: int, *, model: str, reason: DropReason, site: DropSite, detail: str = "") -> None:
+        """Record a frame of this session that was dropped before it reached a worker (counted)."""
+        record = DropRecord(session=self.session, seq=seq, model=model, reason=reason, site=site, detail=detail)
+        await publish_outcome(
+            self.redis,
+            self.keys,
+            record,
+            maxlen=self.settings.result_stream_maxlen,
+            ttl_s=self.settings.result_stream_ttl_s,
+        )
+
+    async def has_worker(self, model: str) -> bool:
+        """Whether any live worker serves ``model``."""
+        return bool(await live_workers(self.redis, self.keys, model))
+
+    async def _read_outcomes(self) -> None:
+        async for outcome in self._iter_with_ready():
+            future = self._pending.get(outcome.seq)
+            if future is not None and not future.done():
+                future.set_result(outcome)
+
+    async def _iter_with_ready(self) -> AsyncIterator[Outcome]:
+        # Position the reader before any submit can publish, then signal readiness.
+        stream = self.keys.results(self.session)
+        last_id = "0-0"
+        with contextlib.suppress(Exception):
+            info = await self.redis.xinfo_stream(stream)
+            last_id = info["last-generated-id"].decode()
+        self._ready.set()
+        async for outcome in iter_outcomes(self.redis, self.keys, self.session, start_id=last_id):
+            yield outcome
