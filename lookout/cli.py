@@ -25,6 +25,7 @@ class Registrar(Protocol):
 def _registrars() -> tuple[list[Registrar], list[Registrar]]:
     """(top-level command registrars, `lookout models ...` registrars)."""
     import inference.cli
+    import inference.worker_cli
     import lookout.batch
     import lookout.stream
     import lookout.up
@@ -34,6 +35,7 @@ def _registrars() -> tuple[list[Registrar], list[Registrar]]:
 
     commands: list[Registrar] = [
         inference.cli.register,
+        inference.worker_cli.register,
         signaling.cli.register,
         mediabridge.cli.register,
         training.cli.register,
