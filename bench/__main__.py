@@ -27,7 +27,9 @@ def main() -> int:
         module = importlib.import_module(f"bench.{name}")
         code = int(module.main([]) or 0)
         failed += code != 0
-        print(f"=== {name}: {'ok' if code == 0 else f'exit {code}'} in {time.monotonic() - started:.0f} s ===")
+        print(
+            f"=== {name}: {'ok' if code == 0 else f'exit {code}'} in {time.monotonic() - started:.0f} s ==="
+        )
     return 1 if failed else 0
 
 
