@@ -28,6 +28,21 @@ class Keys:
         """Hash ``reason -> count`` of every drop recorded for ``model`` (all sessions, all places)."""
         return f"{self.prefix}:drops:{model}"
 
+    def inferred_count(self, model: str) -> str:
+        """Counter (INCR) of frames of ``model`` that ended as a result; with ``drop_counts`` it gives the
+        monitor the cluster-wide infer and drop rates behind the scale ratio."""
+        return f"{self.prefix}:inferred:{model}"
+
+    # --- patterns the monitor scans to find every model in use ---------------------------------
+    def frames_pattern(self) -> str:
+        return f"{self.prefix}:frames:*"
+
+    def drop_counts_pattern(self) -> str:
+        return f"{self.prefix}:drops:*"
+
+    def inferred_count_pattern(self) -> str:
+        return f"{self.prefix}:inferred:*"
+
     # --- liveness -----------------------------------------------------------------------
     def worker(self, worker_id: str) -> str:
         """Heartbeat (JSON WorkerInfo, SET EX) of one inference worker; expires when it stops beating."""

@@ -26,6 +26,9 @@ async def publish_outcome(
     pipe.expire(stream, ttl_s)
     if isinstance(outcome, DropRecord):
         pipe.hincrby(keys.drop_counts(outcome.model or "unknown"), outcome.reason.value, 1)
+    else:
+        # Counted where it is published, like drops, so the monitor's scale ratio sees every worker.
+        pipe.incr(keys.inferred_count(outcome.model))
     await pipe.execute()
 
 
