@@ -75,6 +75,12 @@ class BridgeSettings(StreamSettings):
     advertised_address: str = Field(default="", description="Address put in ICE candidates (NAT, containers).")
     udp_port_min: int = Field(default=0, description="Lowest UDP port for media; 0 lets the OS choose.")
     udp_port_max: int = Field(default=0, description="Highest UDP port for media; 0 lets the OS choose.")
+    ice_host_addresses: str = Field(
+        default="",
+        description="Comma-separated local IPs for ICE host candidates (127.0.0.1 for loopback-only "
+        "tests); empty: every interface but loopback. When only loopback is listed, non-loopback "
+        "remote candidates are ignored.",
+    )
     metrics_port: int = Field(default=0, description="Port of the Prometheus /metrics endpoint; 0 disables it.")
 
 
@@ -91,3 +97,8 @@ class SignalingSettings(StreamSettings):
     max_ws_message_bytes: int = Field(default=256 * 1024, description="Largest WebSocket message accepted.")
     max_body_bytes: int = Field(default=10 * 1024 * 1024, description="Largest REST request body accepted.")
     joins_per_minute: int = Field(default=30, description="Joins one WebSocket may make per minute.")
+    session_ttl_s: float = Field(
+        default=10.0,
+        description="Seconds a session record outlives its signaling replica (refreshed while open).",
+    )
+    stats_interval_s: float = Field(default=1.0, description="Seconds between stats messages to a session.")
