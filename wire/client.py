@@ -15,9 +15,11 @@ import logging
 import uuid
 from collections.abc import AsyncIterator
 from types import TracebackType
+from typing import cast
 
 from redis.asyncio import Redis
 from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from wire.config import StreamSettings
@@ -27,17 +29,21 @@ from wire.messages import (
     DropReason,
     DropRecord,
     DropSite,
+    Fields,
     FrameMessage,
     MalformedMessageError,
     ResultMessage,
     decode_outcome,
     now_ms,
 )
+from wire.metrics import FRAMES_DROPPED
 from wire.outcomes import publish_outcome
 
 log = logging.getLogger(__name__)
 
 Outcome = ResultMessage | DropRecord
+StreamReply = list[tuple[bytes, list[tuple[bytes, Fields]]]] | None
+"""What XREAD / XREADGROUP return without ``decode_responses`` (RESP2)."""
 
 
 async def iter_outcomes(
@@ -47,17 +53,14 @@ async def iter_outcomes(
 
     Survives Redis restarts: it waits and reconnects, resuming after the last entry it saw.
     """
+    stream = keys.results(session)
     last_id = start_id
     if last_id == "$":
         # Resolve "$" once, so that a reconnect resumes after what we saw rather than skipping.
-        last_id = "0-0"
-        with contextlib.suppress(RedisConnectionError, RedisTimeoutError):
-            info = await redis.xinfo_stream(keys.results(session))
-            last_id = info["last-generated-id"].decode()
-    stream = keys.results(session)
+        last_id = await _last_id(redis, stream)
     while True:
         try:
-            reply = await redis.xread({stream: last_id}, count=64, block=block_ms)
+            reply = cast(StreamReply, await redis.xread({stream: last_id}, count=64, block=block_ms))
         except (RedisConnectionError, RedisTimeoutError, OSError) as exc:
             log.warning("result stream %s: redis unavailable (%s); retrying", stream, exc)
             await asyncio.sleep(0.5)
@@ -74,6 +77,19 @@ async def iter_outcomes(
                     yield decode_outcome(fields)
                 except MalformedMessageError as exc:
                     log.warning("skipping malformed entry %s on %s: %s", last_id, stream, exc)
+
+
+async def _last_id(redis: Redis, stream: str) -> str:
+    """The id of the newest entry ever added to ``stream``; "0-0" when it does not exist (yet)."""
+    try:
+        info = await redis.xinfo_stream(stream)
+    except ResponseError:  # no such key: nothing has been published to this session yet
+        return "0-0"
+    except (RedisConnectionError, RedisTimeoutError, OSError) as exc:
+        log.warning("result stream %s: redis unavailable (%s); reading from its start", stream, exc)
+        return "0-0"
+    last = info["last-generated-id"]
+    return last.decode() if isinstance(last, bytes) else str(last)
 
 
 class FrameClient:
@@ -95,7 +111,7 @@ class FrameClient:
         self.keys = keys or Keys(self.settings.key_prefix)
         self.session = session or f"client-{uuid.uuid4().hex[:12]}"
         self._seq = itertools.count()
-        self._pending: dict[int, asyncio.Future[Outcome]] = {}
+        self._pending: dict[int, tuple[asyncio.Future[Outcome], str]] = {}
         self._reader: asyncio.Task[None] | None = None
         self._ready = asyncio.Event()
 
@@ -121,10 +137,12 @@ class FrameClient:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._reader
             self._reader = None
-        for future in self._pending.values():
+        pending, self._pending = self._pending, {}
+        for seq, (future, model) in pending.items():
             if not future.done():
-                future.cancel()
-        self._pending.clear()
+                future.set_result(
+                    await self._timeout_drop(seq, model, "the client closed before the outcome came")
+                )
 
     @property
     def in_flight(self) -> int:
@@ -152,14 +170,18 @@ class FrameClient:
             session=self.session,
             seq=self.next_seq() if seq is None else seq,
             capture_ms=captured,
-            deadline_ms=deadline_ms if deadline_ms is not None else captured + self.settings.frame_deadline_ms,
+            deadline_ms=deadline_ms
+            if deadline_ms is not None
+            else captured + self.settings.frame_deadline_ms,
             model=model,
             width=width,
             height=height,
             jpeg=jpeg,
         )
+        if frame.seq in self._pending:
+            raise ValueError(f"frame {frame.seq} of session {self.session} is already in flight")
         future: asyncio.Future[Outcome] = asyncio.get_running_loop().create_future()
-        self._pending[frame.seq] = future
+        self._pending[frame.seq] = (future, model)
         try:
             await self.redis.xadd(
                 self.keys.frames(model),
@@ -172,24 +194,32 @@ class FrameClient:
             raise
         return frame.seq, future
 
-    async def wait(self, seq: int, future: asyncio.Future[Outcome], *, model: str, timeout_s: float) -> Outcome:
+    async def wait(
+        self, seq: int, future: asyncio.Future[Outcome], *, model: str, timeout_s: float
+    ) -> Outcome:
         """Await a submitted frame's outcome; past ``timeout_s`` it ends as a counted TIMEOUT drop."""
         try:
             return await asyncio.wait_for(asyncio.shield(future), timeout_s)
         except TimeoutError:
-            drop = DropRecord(
-                session=self.session,
-                seq=seq,
-                model=model,
-                reason=DropReason.TIMEOUT,
-                site=DropSite.CLIENT,
-                detail=f"no result within {timeout_s:.1f} s",
-            )
-            with contextlib.suppress(RedisConnectionError, RedisTimeoutError, OSError):
-                await self.redis.hincrby(self.keys.drop_counts(model), drop.reason.value, 1)
-            return drop
+            # A late outcome may still be published for this frame; nobody is waiting for it any more.
+            return await self._timeout_drop(seq, model, f"no result within {timeout_s:.1f} s")
         finally:
             self._pending.pop(seq, None)
+
+    async def _timeout_drop(self, seq: int, model: str, detail: str) -> DropRecord:
+        """A client-side TIMEOUT drop, counted in the Redis tally (best effort) and the metric."""
+        drop = DropRecord(
+            session=self.session,
+            seq=seq,
+            model=model,
+            reason=DropReason.TIMEOUT,
+            site=DropSite.CLIENT,
+            detail=detail,
+        )
+        FRAMES_DROPPED.labels(model=model or "unknown", site=drop.site.value, reason=drop.reason.value).inc()
+        with contextlib.suppress(RedisConnectionError, RedisTimeoutError, OSError):
+            await self.redis.hincrby(self.keys.drop_counts(model or "unknown"), drop.reason.value, 1)
+        return drop
 
     async def detect(
         self,
@@ -202,12 +232,18 @@ class FrameClient:
         deadline_ms: float | None = None,
     ) -> Outcome:
         """Submit one frame and wait for how it ended."""
-        seq, future = await self.submit(jpeg, model=model, width=width, height=height, deadline_ms=deadline_ms)
+        seq, future = await self.submit(
+            jpeg, model=model, width=width, height=height, deadline_ms=deadline_ms
+        )
         return await self.wait(seq, future, model=model, timeout_s=timeout_s)
 
-    async def drop(self, seq: int, *, model: str, reason: DropReason, site: DropSite, detail: str = "") -> None:
+    async def drop(
+        self, seq: int, *, model: str, reason: DropReason, site: DropSite, detail: str = ""
+    ) -> None:
         """Record a frame of this session that was dropped before it reached a worker (counted)."""
-        record = DropRecord(session=self.session, seq=seq, model=model, reason=reason, site=site, detail=detail)
+        record = DropRecord(
+            session=self.session, seq=seq, model=model, reason=reason, site=site, detail=detail
+        )
         await publish_outcome(
             self.redis,
             self.keys,
@@ -222,17 +258,13 @@ class FrameClient:
 
     async def _read_outcomes(self) -> None:
         async for outcome in self._iter_with_ready():
-            future = self._pending.get(outcome.seq)
-            if future is not None and not future.done():
-                future.set_result(outcome)
+            waiting = self._pending.get(outcome.seq)
+            if waiting is not None and not waiting[0].done():
+                waiting[0].set_result(outcome)
 
     async def _iter_with_ready(self) -> AsyncIterator[Outcome]:
         # Position the reader before any submit can publish, then signal readiness.
-        stream = self.keys.results(self.session)
-        last_id = "0-0"
-        with contextlib.suppress(Exception):
-            info = await self.redis.xinfo_stream(stream)
-            last_id = info["last-generated-id"].decode()
+        last_id = await _last_id(self.redis, self.keys.results(self.session))
         self._ready.set()
         async for outcome in iter_outcomes(self.redis, self.keys, self.session, start_id=last_id):
             yield outcome

@@ -46,6 +46,8 @@ class WorkerSettings(StreamSettings):
     """``lookout worker``: one inference worker process."""
 
     model: str = Field(default="yolox_nano", description="Model name (or .onnx path) this worker serves.")
+    worker_id: str = Field(default="", description="Worker id; empty picks host name, pid and a random suffix.")
+    shutdown_grace_s: float = Field(default=5.0, description="Seconds a stopping worker finishes in-flight frames.")
     batch: int = Field(default=1, ge=1, description="Most frames taken per read and inferred together.")
     threads: int = Field(default=1, ge=1, description="ONNX Runtime intra-op threads of this worker.")
     conf: float = Field(default=0.3, ge=0.0, le=1.0, description="Score threshold of reported detections.")

@@ -9,6 +9,7 @@ every field, and ``tests/wire/test_protocol_doc.py`` keeps the two in step.
 from __future__ import annotations
 
 import json
+import math
 import time
 from enum import StrEnum
 from typing import Annotated, Literal
@@ -55,6 +56,8 @@ class DropReason(StrEnum):
     """No live worker serves the requested model."""
     INFERENCE_ERROR = "inference_error"
     """The model raised while running this frame."""
+    TRIMMED = "trimmed"
+    """The frame stream's MAXLEN trimmed the entry before a worker finished it (session unknown)."""
 
 
 class DropSite(StrEnum):
@@ -70,15 +73,23 @@ class FrameMessage(BaseModel):
 
     model_config = ConfigDict(frozen=True)
 
-    session: str = Field(min_length=1, max_length=128, description="Session or stream id; results go back to it.")
+    session: str = Field(
+        min_length=1, max_length=128, description="Session or stream id; results go back to it."
+    )
     seq: int = Field(ge=0, description="Frame sequence number within the session.")
-    capture_ms: float = Field(description="Wall-clock capture time of the frame, in ms since the epoch.")
-    deadline_ms: float = Field(description="Wall-clock time after which the frame is stale and is dropped.")
+    capture_ms: float = Field(
+        allow_inf_nan=False, description="Wall-clock capture time of the frame, in ms since the epoch."
+    )
+    deadline_ms: float = Field(
+        allow_inf_nan=False, description="Wall-clock time after which the frame is stale and is dropped."
+    )
     model: str = Field(min_length=1, max_length=128, description="Model name; also picks the stream.")
     width: int = Field(ge=0, description="Image width in pixels, as encoded.")
     height: int = Field(ge=0, description="Image height in pixels, as encoded.")
     jpeg: bytes = Field(repr=False, description="The encoded image (JPEG, or PNG from the REST API).")
-    submitted_ms: float = Field(default_factory=now_ms, description="When the frame was put on the stream.")
+    submitted_ms: float = Field(
+        default_factory=now_ms, allow_inf_nan=False, description="When the frame was put on the stream."
+    )
     v: int = Field(default=PROTOCOL_VERSION, description="Protocol version.")
 
     def to_fields(self) -> dict[str, bytes | str | int | float]:
@@ -125,11 +136,13 @@ def partial_ids(fields: Fields) -> tuple[str, int, float, str]:
 
     def number(name: str) -> float:
         try:
-            return float(text(name, "0"))
+            value = float(text(name, "0"))
         except ValueError:
             return 0.0
+        return value if math.isfinite(value) else 0.0
 
-    return text("session", ""), int(number("seq")), number("capture_ms"), text("model", "")
+    seq = number("seq")
+    return text("session", ""), int(seq) if 0 <= seq < 2**63 else 0, number("capture_ms"), text("model", "")
 
 
 class Detection(BaseModel):

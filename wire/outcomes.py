@@ -1,11 +1,105 @@
-"""Publishing how a frame ended: a result or a counted drop, on the session's result stream."""
+"""Publishing how a frame ended: a result or a counted drop, on the session's result stream.
+
+Every result is counted in ``Keys.inferred_count(model)``. Every drop is counted in three places at
+once: the drop record on the session's stream, the Redis tally ``Keys.drop_counts(model)`` and the
+Prometheus counter ``FRAMES_DROPPED``. The functions here do all three, so callers must not increment
+``FRAMES_DROPPED`` themselves.
+
+A worker ends a frame by acking its stream entry and publishing its outcome in one server-side script
+(``Ack``): the publication happens only when the XACK removed the entry from the group's pending list.
+So a frame that two workers both processed (one was slow, the other claimed it) still ends exactly once.
+"""
 
 from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import cast
 
 from redis.asyncio import Redis
 
 from wire.keys import Keys
-from wire.messages import DropRecord, ResultMessage, encode_outcome
+from wire.messages import DropReason, DropRecord, DropSite, ResultMessage, encode_outcome
+from wire.metrics import FRAMES_DROPPED
+
+UNKNOWN_MODEL_TALLY = "unknown"
+"""Model name the drop tally uses for a drop whose model is not known."""
+
+# KEYS: frame stream, result stream, drop tally, inferred counter.
+# ARGV: group ('' = no ack), entry id, maxlen, ttl, kind, body, reason ('' = not a drop), publish (0/1).
+# Returns 1 when the frame was ended here, 0 when its entry was no longer pending (ended elsewhere).
+_END_FRAME = """
+if ARGV[1] ~= '' then
+  if redis.call('XACK', KEYS[1], ARGV[1], ARGV[2]) == 0 then return 0 end
+end
+if ARGV[8] == '1' then
+  redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[3], '*', 'kind', ARGV[5], 'body', ARGV[6])
+  redis.call('EXPIRE', KEYS[2], ARGV[4])
+end
+if ARGV[7] ~= '' then
+  redis.call('HINCRBY', KEYS[3], ARGV[7], 1)
+elseif ARGV[5] == 'result' then
+  -- Results are counted where they are published, like drops, so the monitor sees every worker.
+  redis.call('INCR', KEYS[4])
+end
+return 1
+"""
+
+
+@dataclass(frozen=True)
+class Ack:
+    """The frame stream entry to XACK together with publishing its outcome."""
+
+    stream: str
+    group: str
+    entry_id: str
+
+
+def _tally_model(model: str) -> str:
+    return model or UNKNOWN_MODEL_TALLY
+
+
+def _count_metric(model: str, site: DropSite, reason: DropReason) -> None:
+    FRAMES_DROPPED.labels(model=_tally_model(model), site=site.value, reason=reason.value).inc()
+
+
+async def publish_outcomes(
+    redis: Redis,
+    keys: Keys,
+    outcomes: Sequence[tuple[ResultMessage | DropRecord, Ack | None]],
+    *,
+    maxlen: int,
+    ttl_s: int,
+) -> list[bool]:
+    """Publish several outcomes in one round trip; each with its optional ack (see ``publish_outcome``)."""
+    if not outcomes:
+        return []
+    pipe = redis.pipeline(transaction=False)
+    for outcome, ack in outcomes:
+        reason = outcome.reason.value if isinstance(outcome, DropRecord) else ""
+        encoded = encode_outcome(outcome)
+        pipe.eval(
+            _END_FRAME,
+            4,
+            ack.stream if ack else keys.frames(_tally_model(outcome.model)),
+            keys.results(outcome.session),
+            keys.drop_counts(_tally_model(outcome.model)),
+            keys.inferred_count(_tally_model(outcome.model)),
+            ack.group if ack else "",
+            ack.entry_id if ack else "",
+            maxlen,
+            ttl_s,
+            encoded["kind"],
+            encoded["body"],
+            reason,
+            "1",
+        )
+    replies = await pipe.execute()
+    ended = [int(reply) == 1 for reply in replies]
+    for (outcome, _ack), done in zip(outcomes, ended, strict=True):
+        if done and isinstance(outcome, DropRecord):
+            _count_metric(outcome.model, outcome.site, outcome.reason)
+    return ended
 
 
 async def publish_outcome(
@@ -15,24 +109,54 @@ async def publish_outcome(
     *,
     maxlen: int,
     ttl_s: int,
-) -> None:
+    ack: Ack | None = None,
+) -> bool:
     """XADD the outcome to its session's result stream (bounded, expiring); count drops per reason.
 
-    One MULTI/EXEC round trip: a drop is never published without being counted, nor counted twice.
+    One atomic script: a drop is never published without being counted, nor counted twice. With
+    ``ack``, the entry is XACKed first and nothing is published unless that XACK removed it from the
+    pending list; returns False in that case (someone else already ended the frame).
     """
-    stream = keys.results(outcome.session)
-    pipe = redis.pipeline(transaction=True)
-    pipe.xadd(stream, encode_outcome(outcome), maxlen=maxlen, approximate=True)  # type: ignore[arg-type]
-    pipe.expire(stream, ttl_s)
-    if isinstance(outcome, DropRecord):
-        pipe.hincrby(keys.drop_counts(outcome.model or "unknown"), outcome.reason.value, 1)
-    else:
-        # Counted where it is published, like drops, so the monitor's scale ratio sees every worker.
-        pipe.incr(keys.inferred_count(outcome.model))
-    await pipe.execute()
+    (ended,) = await publish_outcomes(redis, keys, [(outcome, ack)], maxlen=maxlen, ttl_s=ttl_s)
+    return ended
+
+
+async def count_drop(
+    redis: Redis,
+    keys: Keys,
+    *,
+    model: str,
+    reason: DropReason,
+    site: DropSite,
+    ack: Ack | None = None,
+) -> bool:
+    """Count a drop that cannot be routed to a session (no parseable session id): tally and metric only.
+
+    With ``ack``, the entry is acked in the same script and counted only if the ack removed it.
+    """
+    reply = await redis.eval(
+        _END_FRAME,
+        4,
+        ack.stream if ack else keys.frames(_tally_model(model)),
+        keys.results("-"),
+        keys.drop_counts(_tally_model(model)),
+        keys.inferred_count(_tally_model(model)),
+        ack.group if ack else "",
+        ack.entry_id if ack else "",
+        0,
+        0,
+        "",
+        "",
+        reason.value,
+        "0",
+    )
+    ended = int(reply) == 1
+    if ended:
+        _count_metric(model, site, reason)
+    return ended
 
 
 async def drop_counts(redis: Redis, keys: Keys, model: str) -> dict[str, int]:
     """The drop tally of ``model``: reason -> count, over every session and site."""
-    raw = await redis.hgetall(keys.drop_counts(model))
+    raw = cast(dict[bytes, bytes], await redis.hgetall(keys.drop_counts(model)))
     return {k.decode(): int(v) for k, v in raw.items()}
