@@ -1,0 +1,140 @@
+"""The Detector on the real yolox_nano, checked against an independent numpy + onnxruntime reference."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import cv2
+import numpy as np
+import onnxruntime as ort
+import pytest
+
+from inference.detector import Detector
+from inference.errors import UnsupportedImageError
+from wire.messages import Detection
+
+
+def reference_yolox(model_path: Path, image: np.ndarray, conf: float = 0.3, nms: float = 0.45) -> list[tuple]:
+    """YOLOX's own demo pre/post-processing written out plainly (preproc, demo_postprocess, class NMS)."""
+    session = ort.InferenceSession(str(model_path), providers=["CPUExecutionProvider"])
+    ratio = min(416 / image.shape[0], 416 / image.shape[1])
+    resized = cv2.resize(image, (int(image.shape[1] * ratio), int(image.shape[0] * ratio)))
+    padded = np.ones((416, 416, 3), dtype=np.uint8) * 114
+    padded[: resized.shape[0], : resized.shape[1]] = resized
+    blob = padded.transpose(2, 0, 1)[None].astype(np.float32)
+    out = session.run(None, {"images": blob})[0][0]
+    grids, strides = [], []
+    for stride in (8, 16, 32):
+        size = 416 // stride
+        xv, yv = np.meshgrid(np.arange(size), np.arange(size))
+        grids.append(np.stack((xv, yv), 2).reshape(-1, 2))
+        strides.append(np.full((size * size, 1), stride))
+    grid, stride = np.concatenate(grids), np.concatenate(strides)
+    xy = (out[:, :2] + grid) * stride
+    wh = np.exp(out[:, 2:4]) * stride
+    xyxy = np.concatenate([xy - wh / 2, xy + wh / 2], 1) / ratio
+    cls = out[:, 5:].argmax(1)
+    score = out[:, 4] * out[np.arange(len(out)), 5 + cls]
+    found = []
+    for c in np.unique(cls[score >= conf]):
+        idx = np.where((cls == c) & (score >= conf))[0]
+        idx = idx[np.argsort(-score[idx])]
+        while len(idx):
+            best, rest = idx[0], idx[1:]
+            found.append((int(c), float(score[best]), xyxy[best]))
+            ix1 = np.maximum(xyxy[best, 0], xyxy[rest, 0])
+            iy1 = np.maximum(xyxy[best, 1], xyxy[rest, 1])
+            ix2 = np.minimum(xyxy[best, 2], xyxy[rest, 2])
+            iy2 = np.minimum(xyxy[best, 3], xyxy[rest, 3])
+            inter = np.clip(ix2 - ix1, 0, None) * np.clip(iy2 - iy1, 0, None)
+            area = lambda b: (b[..., 2] - b[..., 0]) * (b[..., 3] - b[..., 1])  # noqa: E731
+            iou = inter / (area(xyxy[best]) + area(xyxy[rest]) - inter)
+            idx = rest[iou <= nms]
+    return found
+
+
+def iou(a: tuple[float, ...] | np.ndarray, b: tuple[float, ...] | np.ndarray) -> float:
+    ix = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
+    iy = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
+    inter = ix * iy
+    return float(inter / ((a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter))
+
+
+def best(detections: list[Detection], label: str) -> Detection:
+    matches = [d for d in detections if d.label == label]
+    assert matches, f"no {label} in {[(d.label, round(d.score, 3)) for d in detections]}"
+    return max(matches, key=lambda d: d.score)
+
+
+def test_load_reads_the_graph(nano: Detector, model_path: Path) -> None:
+    assert nano.name == "yolox_nano"
+    assert nano.version == "695e750a5d57"  # sha256 prefix: this file has no version metadata
+    assert nano.path == model_path
+    assert nano.format == "yolox"
+    assert nano.input_size == (416, 416)
+    assert nano.max_batch == 1
+    assert nano.provider == "CPUExecutionProvider"
+    assert len(nano.labels) == 80
+    assert nano.labels[4] == "airplane" and nano.labels[62] == "tv"
+
+
+def test_dog_matches_the_reference(nano: Detector, model_path: Path, images_dir: Path) -> None:
+    image = cv2.imread(str(images_dir / "dog.jpg"))
+    found = nano.detect(image)
+    reference = reference_yolox(model_path, image)
+    assert len(found) == len(reference) == 4
+    for label, class_id in (("dog", 16), ("bicycle", 1), ("car", 2)):
+        detection = best(found, label)
+        assert detection.class_id == class_id
+        assert detection.score > 0.7
+        ref = max((r for r in reference if r[0] == class_id), key=lambda r: r[1])
+        assert iou(detection.box, ref[2]) > 0.9
+        assert detection.score == pytest.approx(ref[1], abs=1e-4)
+    assert best(found, "truck").score == pytest.approx(0.306, abs=0.01)
+
+
+def test_thresholds_can_be_overridden_per_call(nano: Detector, images_dir: Path) -> None:
+    image = cv2.imread(str(images_dir / "dog.jpg"))
+    assert {d.label for d in nano.detect(image, conf=0.5)} == {"dog", "bicycle", "car"}
+    assert len(nano.detect(image, conf=0.01, nms=0.65)) > 4
+
+
+def test_detect_batch_equals_single(nano: Detector, images_dir: Path) -> None:
+    images = [cv2.imread(str(images_dir / n)) for n in ("dog.jpg", "person.jpg")]
+    batched = nano.detect_batch(images)
+    assert batched == [nano.detect(images[0]), nano.detect(images[1])]
+    assert {d.label for d in batched[1] if d.score > 0.8} == {"person", "dog", "horse"}
+
+
+def test_prepare_letterboxes_to_the_top_left(nano: Detector, images_dir: Path) -> None:
+    image = cv2.imread(str(images_dir / "dog.jpg"))  # 768x576
+    prepared = nano.prepare(image)
+    assert prepared.tensor.shape == (3, 416, 416) and prepared.tensor.dtype == np.float32
+    assert prepared.original == (576, 768)
+    assert prepared.scale == pytest.approx(416 / 768)
+    assert prepared.pad == (0, 0)
+    assert np.all(prepared.tensor[:, 320:, :] == 114)  # 576 * 416/768 = 312 rows of image, then padding
+
+
+@pytest.mark.parametrize(
+    "array",
+    [
+        np.zeros((64, 64), np.uint8),
+        np.zeros((64, 64, 4), np.uint8),
+        np.zeros((64, 64, 3), np.float32),
+        np.zeros((1, 1, 3), np.uint8),
+    ],
+    ids=["gray", "bgra", "float", "1x1"],
+)
+def test_arrays_that_are_not_hxwx3_uint8_are_refused(nano: Detector, array: np.ndarray) -> None:
+    with pytest.raises(UnsupportedImageError):
+        nano.detect(array)
+
+
+def test_warmup_runs(nano: Detector) -> None:
+    nano.warmup()
+
+
+def test_load_by_name_from_the_model_dir(model_path: Path) -> None:
+    detector = Detector.load("yolox_nano", model_dir=model_path.parent, conf=0.5, nms=0.5)
+    assert detector.path == model_path and detector.conf == 0.5 and detector.nms == 0.5
