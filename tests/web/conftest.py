@@ -1,0 +1,36 @@
+"""Fixtures of the browser tests: one headless Chromium for the whole package, with a fake webcam that
+plays the first 100 frames of vtest.mp4 (pedestrians), and a fresh page per test."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from playwright.sync_api import Browser, Page
+
+from tests.support.browser import chromium, serve_web_dir, write_y4m
+
+pytestmark = pytest.mark.browser
+
+
+@pytest.fixture(scope="package")
+def fake_camera(video_path: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return write_y4m(video_path, tmp_path_factory.mktemp("camera") / "vtest.y4m", frames=100)
+
+
+@pytest.fixture(scope="package")
+def browser(fake_camera: Path) -> Iterator[Browser]:
+    with chromium(fake_camera) as running:
+        yield running
+
+
+@pytest.fixture
+def module_page(browser: Browser) -> Iterator[Page]:
+    """A page on an in-Playwright origin serving web/, for unit tests of the ES modules."""
+    context = browser.new_context()
+    page = context.new_page()
+    origin = serve_web_dir(page)
+    page.goto(f"{origin}/blank.html")
+    yield page
+    context.close()

@@ -1,0 +1,442 @@
+// The Lookout page: camera -> WebRTC -> media bridge; detections come back over the signaling socket
+// and are drawn over the video. URL parameters: ?codec=vp8|h264 forces the video codec, ?model= and
+// ?fps= preselect the choices, ?key= is passed to the server, ?autostart=1 starts at once.
+
+import { SignalingConnection } from "./connection.js";
+import { Backoff } from "./backoff.js";
+import { onEachFrame, wallNowMs } from "./frameclock.js";
+import { Overlay } from "./overlay.js";
+import { CameraError, createOffer, negotiatedCodec, openCamera } from "./peer.js";
+import { describeError, RETRYABLE } from "./protocol.js";
+import { LiveStats } from "./stats.js";
+
+const params = new URLSearchParams(location.search);
+const FPS_CHOICES = [1, 2, 5, 10, 15, 20, 25, 30];
+const BOX_HOLD_MS = 1500; // boxes older than this are wiped: a stalled pipeline must not leave stale boxes
+const RECENT_RESULTS = 200; // results kept in window.lookout.results for inspection
+const FATAL = new Set(["unknown_model", "unauthorized"]); // retrying cannot help: stop and say why
+
+const $ = (id) => document.getElementById(id);
+const ui = {
+  start: $("start"),
+  stop: $("stop"),
+  model: $("model-select"),
+  fps: $("fps-select"),
+  status: $("status"),
+  error: $("error"),
+  video: $("video"),
+  canvas: $("overlay"),
+  rate: $("stat-rate"),
+  latency: $("stat-latency"),
+  dropped: $("stat-dropped"),
+  people: $("stat-people"),
+  modelName: $("stat-model"),
+  codec: $("stat-codec"),
+  session: $("stat-session"),
+  list: $("detections"),
+};
+
+class LookoutPage {
+  constructor() {
+    const key = params.get("key");
+    const wsUrl = new URL("ws", location.href);
+    wsUrl.protocol = location.protocol === "https:" ? "wss:" : "ws:";
+    if (key) wsUrl.searchParams.set("key", key);
+    this.codec = (params.get("codec") || "").toLowerCase();
+    this.connection = new SignalingConnection(wsUrl.href);
+    this.rejoinBackoff = new Backoff({ initialMs: 500, maxMs: 15000 });
+    this.overlay = new Overlay(ui.canvas);
+    this.stats = new LiveStats();
+    this.stream = null; // the camera, kept across rejoins so the user is asked only once
+    this.pc = null;
+    this.wantLive = false; // the user pressed Start and has not pressed Stop
+    this.hello = null;
+    this.session = null; // {session, bridge, model, sample_fps} of the current join
+    this.joinPending = false;
+    this.rejoinTimer = null;
+    this.pending = null; // the newest result, not drawn yet
+    this.shown = null; // the result whose boxes are on screen, with the wall time it was drawn
+    this.results = [];
+    this.bridges = []; // every bridge joined, in order (tests check rejoin picks a live one)
+    this.foreignResults = 0; // results for another session: must stay 0
+    this.lastError = null;
+    this.stopFrames = onEachFrame(ui.video, (metadata) => this.onFrame(metadata));
+    // Safety net: a hidden tab or paused video gets no frame callbacks, but results must still show.
+    setInterval(() => this.onFrame(null, 250), 250);
+    setInterval(() => this.renderPanel(), 500);
+
+    this.connection.addEventListener("open", () => this.setStatus("Connected; waiting for the server…"));
+    this.connection.addEventListener("message", (event) => this.onMessage(event.detail));
+    this.connection.addEventListener("lost", (event) => this.onConnectionLost(event.detail.delayMs));
+    ui.start.addEventListener("click", () => this.start());
+    ui.stop.addEventListener("click", () => this.stop());
+    ui.model.addEventListener("change", () => this.onChoiceChanged());
+    ui.fps.addEventListener("change", () => this.onChoiceChanged());
+    window.addEventListener("pagehide", () => this.connection.send("bye", { reason: "page closed" }));
+    this.setStatus("Connecting to the server…");
+    this.connection.connect();
+    this.renderPanel();
+    if (params.get("autostart") === "1") this.start();
+  }
+
+  // --- user actions ------------------------------------------------------------------------------
+
+  async start() {
+    if (this.wantLive) return;
+    this.wantLive = true;
+    this.clearError();
+    this.updateButtons();
+    if (!this.stream) {
+      this.setStatus("Opening the camera…");
+      try {
+        this.stream = await openCamera();
+      } catch (err) {
+        this.wantLive = false;
+        this.updateButtons();
+        const code = err instanceof CameraError ? err.code : "camera_failed";
+        this.showError(code, err.message);
+        this.setStatus("Stopped: no camera.");
+        return;
+      }
+      ui.video.srcObject = this.stream;
+      ui.video.play().catch(() => {}); // muted autoplay is allowed; a failure only delays the picture
+    }
+    if (this.connection.isOpen && this.hello) this.join();
+    else this.setStatus("Camera ready; waiting for the server…");
+  }
+
+  stop() {
+    this.wantLive = false;
+    clearTimeout(this.rejoinTimer);
+    if (this.session || this.joinPending) this.connection.send("bye", { reason: "stopped by the user" });
+    this.endSession();
+    if (this.stream) {
+      for (const track of this.stream.getTracks()) track.stop();
+      this.stream = null;
+      ui.video.srcObject = null;
+    }
+    this.clearError();
+    this.setStatus("Stopped. Press Start to share your camera again.");
+    this.updateButtons();
+  }
+
+  onChoiceChanged() {
+    if (!this.wantLive || !(this.session || this.joinPending)) return;
+    // A new model or rate is a new session: hang up and join again with the new choice.
+    this.connection.send("bye", { reason: "choice changed" });
+    this.endSession();
+    this.join();
+  }
+
+  // --- session -----------------------------------------------------------------------------------
+
+  join() {
+    clearTimeout(this.rejoinTimer);
+    if (!this.wantLive || !this.stream || this.joinPending) return;
+    const fields = {};
+    if (ui.model.value) fields.model = ui.model.value;
+    if (ui.fps.value) fields.sample_fps = Number(ui.fps.value);
+    this.joinPending = true;
+    this.setStatus(`Joining (model ${fields.model || "default"})…`);
+    if (!this.connection.send("join", fields)) this.joinPending = false;
+  }
+
+  scheduleRejoin() {
+    clearTimeout(this.rejoinTimer);
+    if (!this.wantLive) return;
+    const delayMs = this.rejoinBackoff.next();
+    this.rejoinTimer = setTimeout(() => this.join(), delayMs);
+    return delayMs;
+  }
+
+  async onJoined(msg) {
+    this.joinPending = false;
+    this.session = msg;
+    this.bridges.push(msg.bridge);
+    this.clearPanel();
+    this.setStatus(`Connecting video to bridge ${msg.bridge}…`);
+    const track = this.stream.getVideoTracks()[0];
+    try {
+      const { pc, sdp } = await createOffer(track, this.stream, { codec: this.codec });
+      if (this.session !== msg) {
+        pc.close(); // the session ended while ICE was gathering
+        return;
+      }
+      this.pc = pc;
+      pc.addEventListener("connectionstatechange", () => this.onPeerState(pc));
+      this.connection.send("offer", { sdp });
+    } catch (err) {
+      this.showError("internal", `could not create the video offer: ${err.message}`);
+    }
+  }
+
+  async onAnswer(msg) {
+    if (!this.pc) return;
+    try {
+      await this.pc.setRemoteDescription({ type: "answer", sdp: msg.sdp });
+    } catch (err) {
+      this.showError("bad_sdp", `the bridge's answer was not usable: ${err.message}`);
+    }
+  }
+
+  onPeerState(pc) {
+    if (pc !== this.pc) return;
+    const state = pc.connectionState;
+    if (state === "connected") {
+      this.rejoinBackoff.reset();
+      this.clearError();
+      const s = this.session;
+      this.setStatus(`Live: session ${s.session} on bridge ${s.bridge}, model ${s.model} at ${s.sample_fps} fps.`);
+    } else if (state === "failed") {
+      // The media path broke without the server telling us (yet): start over on a fresh session.
+      this.connection.send("bye", { reason: "media connection failed" });
+      this.endSession();
+      this.showError("media_failed");
+      this.scheduleRejoin();
+    }
+  }
+
+  /** Close the peer connection and forget the session (the camera stays open). */
+  endSession() {
+    this.session = null;
+    this.joinPending = false;
+    if (this.pc) {
+      this.pc.close();
+      this.pc = null;
+    }
+    this.clearPanel();
+  }
+
+  // --- server messages ---------------------------------------------------------------------------
+
+  onMessage(msg) {
+    switch (msg.type) {
+      case "hello":
+      case "models":
+        this.onModels(msg);
+        break;
+      case "joined":
+        this.onJoined(msg);
+        break;
+      case "answer":
+        this.onAnswer(msg);
+        break;
+      case "detections":
+        this.onDetections(msg);
+        break;
+      case "stats":
+        if (this.session) this.stats.setServerStats(msg);
+        break;
+      case "error":
+        this.onServerError(msg);
+        break;
+      case "bye":
+        this.endSession();
+        this.setStatus(`The server ended the session${msg.reason ? `: ${msg.reason}` : ""}.`);
+        this.scheduleRejoin();
+        break;
+      case "pong":
+        break;
+      default:
+        console.warn("lookout: unknown message type", msg.type);
+    }
+  }
+
+  onModels(msg) {
+    this.hello = msg;
+    this.connection.markHealthy();
+    this.fillChoices(msg);
+    if (msg.type !== "hello") return;
+    // A fresh socket (first or after a reconnect): any old session went with the old socket.
+    if (this.lastError && this.lastError.code === "connection_lost") this.clearError();
+    if (this.wantLive) this.join();
+    else this.setStatus("Connected. Press Start to share your camera.");
+  }
+
+  fillChoices(msg) {
+    const wantedModel = ui.model.value || params.get("model") || msg.default_model;
+    ui.model.replaceChildren();
+    const names = msg.models.map((m) => m.name);
+    if (!names.includes(msg.default_model)) names.unshift(msg.default_model);
+    if (wantedModel && !names.includes(wantedModel)) names.push(wantedModel);
+    for (const name of names) {
+      const entry = msg.models.find((m) => m.name === name);
+      const workers = entry ? entry.workers : 0;
+      const option = new Option(`${name} (${workers} worker${workers === 1 ? "" : "s"})`, name);
+      option.disabled = workers === 0; // only models some worker serves can be chosen
+      ui.model.add(option);
+    }
+    ui.model.value = wantedModel;
+
+    const wantedFps = Number(ui.fps.value || params.get("fps") || msg.sample_fps);
+    ui.fps.replaceChildren();
+    const rates = new Set(FPS_CHOICES.filter((f) => f <= msg.max_sample_fps));
+    rates.add(msg.sample_fps);
+    if (wantedFps <= msg.max_sample_fps) rates.add(wantedFps);
+    for (const fps of [...rates].sort((a, b) => a - b)) ui.fps.add(new Option(`${fps} fps`, String(fps)));
+    ui.fps.value = String(rates.has(wantedFps) ? wantedFps : msg.sample_fps);
+  }
+
+  onDetections(msg) {
+    if (!this.session || msg.session !== this.session.session) {
+      this.foreignResults += 1; // never expected: the server routes by session
+      return;
+    }
+    msg.received = wallNowMs();
+    this.pending = msg; // a newer result replaces an undrawn one: only the latest boxes matter
+  }
+
+  onServerError(msg) {
+    const code = msg.code;
+    this.showError(code, msg.message);
+    // These end the join or offer in flight; protocol errors (bad_message, ...) leave the session be.
+    if (RETRYABLE.has(code) || FATAL.has(code) || code === "bad_sdp") this.endSession();
+    if (RETRYABLE.has(code)) {
+      const delayMs = this.scheduleRejoin();
+      if (delayMs !== undefined) this.setStatus(`Not live. Retrying in ${(delayMs / 1000).toFixed(1)} s…`);
+    } else if (FATAL.has(code)) {
+      this.wantLive = false;
+      this.updateButtons();
+      this.setStatus("Stopped.");
+    }
+  }
+
+  onConnectionLost(delayMs) {
+    const wasLive = this.session !== null;
+    this.endSession();
+    this.hello = null;
+    this.showError("connection_lost");
+    this.setStatus(`Connection to the server lost${wasLive ? " (session ended)" : ""}. Reconnecting in ${(delayMs / 1000).toFixed(1)} s…`);
+  }
+
+  // --- drawing -----------------------------------------------------------------------------------
+
+  /** Once per video frame (or from the safety timer): draw the newest result, or wipe stale boxes. */
+  onFrame(metadata, minWaitMs = 0) {
+    const now = wallNowMs();
+    const result = this.pending;
+    if (result && now - result.received >= minWaitMs) {
+      this.pending = null;
+      const width = (metadata && metadata.width) || ui.video.videoWidth;
+      const height = (metadata && metadata.height) || ui.video.videoHeight;
+      this.overlay.draw(result, width, height);
+      const latencyMs = now - result.capture_ms;
+      this.stats.addResult(result, latencyMs, now);
+      this.shown = { result, drawnAt: now };
+      this.remember(result, latencyMs);
+      this.renderDetections(result);
+    } else if (this.shown && now - this.shown.drawnAt > BOX_HOLD_MS) {
+      this.overlay.clear();
+      this.shown = null;
+    }
+  }
+
+  remember(result, latencyMs) {
+    this.results.push({
+      session: result.session,
+      seq: result.seq,
+      capture_ms: result.capture_ms,
+      width: result.width,
+      height: result.height,
+      model: result.model,
+      worker: result.worker,
+      labels: result.detections.map((d) => d.label),
+      latency_ms: latencyMs,
+    });
+    if (this.results.length > RECENT_RESULTS) this.results.shift();
+  }
+
+  renderDetections(result) {
+    const counts = new Map();
+    for (const det of result.detections) counts.set(det.label, (counts.get(det.label) || 0) + 1);
+    const items = [...counts].sort((a, b) => b[1] - a[1]).map(([label, n]) => {
+      const li = document.createElement("li");
+      li.textContent = n > 1 ? `${label} × ${n}` : label;
+      li.dataset.label = label;
+      return li;
+    });
+    ui.list.replaceChildren(...items);
+  }
+
+  renderPanel() {
+    const now = wallNowMs();
+    const p50 = this.stats.latencyP50();
+    ui.rate.textContent = this.stats.results ? this.stats.rate(now).toFixed(1) : "–";
+    ui.latency.textContent = Number.isFinite(p50) ? `${Math.round(p50)} ms` : "–";
+    ui.latency.dataset.value = Number.isFinite(p50) ? String(Math.round(p50)) : "";
+    ui.dropped.textContent = String(this.stats.dropped);
+    ui.dropped.title = Object.entries(this.stats.dropsByReason).map(([r, n]) => `${r}: ${n}`).join(", ") || "no drops";
+    ui.people.textContent = this.stats.results ? String(this.stats.people) : "–";
+    const last = this.shown ? this.shown.result : null;
+    ui.modelName.textContent = last ? `${last.model} ${last.model_version}`.trim() : this.session ? this.session.model : "–";
+    ui.session.textContent = this.session ? this.session.session : "–";
+    if (this.pc) negotiatedCodec(this.pc).then((c) => (ui.codec.textContent = c || "–"));
+    else ui.codec.textContent = "–";
+  }
+
+  /** Reset the live panel and the overlay (a new session must not show the old one's numbers). */
+  clearPanel() {
+    this.stats.clear();
+    this.pending = null;
+    this.shown = null;
+    this.overlay.clear();
+    ui.list.replaceChildren();
+    this.renderPanel();
+  }
+
+  // --- status and errors -------------------------------------------------------------------------
+
+  setStatus(text) {
+    ui.status.textContent = text;
+  }
+
+  showError(code, serverText = "") {
+    const model = (this.session && this.session.model) || ui.model.value;
+    this.lastError = { code, message: describeError(code, serverText, { model }) };
+    ui.error.textContent = this.lastError.message;
+    ui.error.dataset.code = code;
+    ui.error.hidden = false;
+  }
+
+  clearError() {
+    ui.error.hidden = true;
+    ui.error.textContent = "";
+    delete ui.error.dataset.code;
+  }
+
+  updateButtons() {
+    ui.start.disabled = this.wantLive;
+    ui.stop.disabled = !this.wantLive;
+  }
+}
+
+const page = new LookoutPage();
+
+// What tests and curious people can inspect from the console.
+window.lookout = {
+  page,
+  get session() {
+    return page.session ? page.session.session : null;
+  },
+  get bridge() {
+    return page.session ? page.session.bridge : null;
+  },
+  get bridges() {
+    return [...page.bridges];
+  },
+  get results() {
+    return page.results;
+  },
+  get foreignResults() {
+    return page.foreignResults;
+  },
+  get error() {
+    return page.lastError;
+  },
+  get connected() {
+    return page.pc !== null && page.pc.connectionState === "connected";
+  },
+  codec: () => negotiatedCodec(page.pc),
+  start: () => page.start(),
+  stop: () => page.stop(),
+};
