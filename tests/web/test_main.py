@@ -1,0 +1,185 @@
+"""web/js/main.js (the page) in real Chromium, against a scripted signaling server.
+
+Playwright stands in for the WebSocket (``route_web_socket``), so these tests drive the page's own logic
+(choices, errors, drawing, panel, rejoin, reconnect) quickly and exactly; tests/web/test_live.py and
+test_failures.py run the same page against the real stack.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import time
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import pytest
+from playwright.sync_api import Browser, Page, WebSocketRoute, expect
+
+from tests.support.browser import canvas_ink, serve_web_dir
+
+EMPTY = "\u2013"  # the en dash the panel shows for "no value"
+HELLO = {"v": 1, "type": "hello", "default_model": "yolox_nano", "sample_fps": 10, "max_sample_fps": 30}
+
+
+class ScriptedServer:
+    """Records what the page sends over /ws and lets the test answer; one entry per connection."""
+
+    def __init__(self, page: Page) -> None:
+        self.page = page
+        self.sockets: list[WebSocketRoute] = []
+        self.received: list[dict[str, Any]] = []
+        self.workers = 2
+        page.route_web_socket("**/ws", self.accept)
+
+    def accept(self, ws: WebSocketRoute) -> None:
+        self.sockets.append(ws)
+        ws.on_message(lambda text: self.received.append(json.loads(text)))
+        ws.send(json.dumps({**HELLO, "models": [{"name": "yolox_nano", "workers": self.workers}]}))
+
+    def send(self, message: dict[str, Any]) -> None:
+        self.sockets[-1].send(json.dumps({"v": 1, **message}))
+
+    def of_type(self, kind: str) -> list[dict[str, Any]]:
+        return [m for m in self.received if m["type"] == kind]
+
+    def wait_for(self, predicate: Callable[[], bool], what: str, timeout_s: float = 15) -> None:
+        """Let the page run (Playwright delivers WebSocket events while it waits) until ``predicate``."""
+        deadline = time.monotonic() + timeout_s
+        while not predicate():
+            if time.monotonic() > deadline:
+                raise AssertionError(f"timed out waiting for {what}; page sent {self.received}")
+            self.page.wait_for_timeout(50)
+
+
+@pytest.fixture
+def page(browser: Browser) -> Iterator[Page]:
+    context = browser.new_context(viewport={"width": 1200, "height": 900})
+    page = context.new_page()
+    yield page
+    context.close()
+
+
+@pytest.fixture
+def server(page: Page) -> ScriptedServer:
+    server = ScriptedServer(page)
+    origin = serve_web_dir(page)
+    page.goto(f"{origin}/index.html?codec=vp8")
+    return server
+
+
+def joined(server: ScriptedServer, session: str, bridge: str = "b-1") -> None:
+    server.send(
+        {"type": "joined", "session": session, "bridge": bridge, "model": "yolox_nano", "sample_fps": 10}
+    )
+
+
+def detections(session: str, seq: int, labels: list[str], capture_ms: float | None = None) -> dict[str, Any]:
+    boxes = [
+        {
+            "label": label,
+            "class_id": 0 if label == "person" else 2,
+            "score": 0.8,
+            "box": [40 + 60 * i, 40, 90 + 60 * i, 200],
+        }
+        for i, label in enumerate(labels)
+    ]
+    return {
+        "type": "detections",
+        "session": session,
+        "seq": seq,
+        "capture_ms": capture_ms if capture_ms is not None else time.time() * 1000 - 40,
+        "width": 480,
+        "height": 360,
+        "model": "yolox_nano",
+        "model_version": "v1",
+        "worker": "w-1",
+        "detections": boxes,
+        "timings": {},
+        "latency_ms": 30,
+    }
+
+
+def start_session(page: Page, server: ScriptedServer, session: str = "s-1") -> None:
+    server.wait_for(lambda: len(server.sockets) == 1, "the page to connect")
+    page.get_by_test_id("start").click()
+    server.wait_for(lambda: len(server.of_type("join")) == 1, "a join")
+    joined(server, session)
+    server.wait_for(lambda: len(server.of_type("offer")) == 1, "the offer")
+
+
+def test_choices_come_from_hello_and_join_sends_them(page: Page, server: ScriptedServer) -> None:
+    server.wait_for(lambda: len(server.sockets) == 1, "the page to connect")
+    expect(page.get_by_test_id("model-select")).to_have_value("yolox_nano")
+    page.get_by_test_id("fps-select").select_option("5")
+    page.get_by_test_id("start").click()
+    server.wait_for(lambda: len(server.of_type("join")) == 1, "a join")
+    assert server.of_type("join")[0] == {"v": 1, "type": "join", "model": "yolox_nano", "sample_fps": 5}
+    rates = page.get_by_test_id("fps-select").locator("option").all_inner_texts()
+    assert rates[-1] == "30 fps"  # max_sample_fps caps the choice
+
+
+def test_offer_is_complete_and_uses_the_codec_from_the_url(page: Page, server: ScriptedServer) -> None:
+    start_session(page, server)
+    sdp = server.of_type("offer")[0]["sdp"]
+    assert "a=candidate:" in sdp and "VP8/90000" in sdp and "H264/90000" not in sdp
+
+
+def test_results_are_drawn_and_counted_and_foreign_ones_ignored(page: Page, server: ScriptedServer) -> None:
+    start_session(page, server, "s-mine")
+    server.send(detections("s-other", 1, ["car"]))
+    server.send(detections("s-mine", 1, ["person", "person", "car"]))
+    server.send({"type": "stats", "inferred": 1, "dropped": 3, "by_reason": {"deadline": 3}})
+    expect(page.get_by_test_id("stat-people")).to_have_text("2")
+    expect(page.get_by_test_id("stat-dropped")).to_have_text("3")
+    expect(page.get_by_test_id("stat-latency")).to_have_text(re.compile(r"^\d+ ms$"))
+    expect(page.get_by_test_id("detections")).to_contain_text("person \u00d7 2")
+    assert canvas_ink(page) > 0
+    assert page.evaluate("window.lookout.foreignResults") == 1
+    assert page.evaluate("window.lookout.results.map(r => [r.session, r.seq])") == [["s-mine", 1]]
+
+
+def test_no_worker_is_explained_and_retried(page: Page, server: ScriptedServer) -> None:
+    server.wait_for(lambda: len(server.sockets) == 1, "the page to connect")
+    page.get_by_test_id("start").click()
+    server.wait_for(lambda: len(server.of_type("join")) == 1, "a join")
+    server.send({"type": "error", "code": "no_worker", "message": "no live worker serves yolox_nano"})
+    expect(page.get_by_test_id("error")).to_contain_text("No worker is running")
+    server.wait_for(lambda: len(server.of_type("join")) == 2, "a second join after backoff")
+
+
+def test_bridge_lost_clears_the_panel_and_rejoins(page: Page, server: ScriptedServer) -> None:
+    start_session(page, server, "s-1")
+    server.send(detections("s-1", 1, ["person"]))
+    expect(page.get_by_test_id("stat-people")).to_have_text("1")
+    server.send({"type": "error", "code": "bridge_lost", "message": "bridge b-1 stopped"})
+    expect(page.get_by_test_id("error")).to_contain_text("media bridge of this session stopped")
+    expect(page.get_by_test_id("stat-people")).to_have_text(EMPTY)
+    assert canvas_ink(page) == 0
+    server.wait_for(lambda: len(server.of_type("join")) == 2, "a rejoin")
+    joined(server, "s-2", bridge="b-2")
+    server.wait_for(lambda: len(server.of_type("offer")) == 2, "a new offer")
+    assert page.evaluate("[window.lookout.session, window.lookout.bridges]") == ["s-2", ["b-1", "b-2"]]
+
+
+def test_lost_connection_is_reported_then_reconnected_and_rejoined(
+    page: Page, server: ScriptedServer
+) -> None:
+    start_session(page, server, "s-1")
+    server.send(detections("s-1", 1, ["person"]))
+    expect(page.get_by_test_id("stat-people")).to_have_text("1")
+    server.sockets[-1].close()
+    expect(page.get_by_test_id("status")).to_contain_text("Connection to the server lost")
+    expect(page.get_by_test_id("stat-people")).to_have_text(EMPTY)
+    server.wait_for(lambda: len(server.sockets) == 2, "a reconnect")
+    server.wait_for(lambda: len(server.of_type("join")) == 2, "a rejoin on the new socket")
+    expect(page.get_by_test_id("error")).to_be_hidden()
+
+
+def test_stop_says_bye_and_releases_the_camera(page: Page, server: ScriptedServer) -> None:
+    start_session(page, server)
+    page.get_by_test_id("stop").click()
+    server.wait_for(lambda: len(server.of_type("bye")) == 1, "a bye")
+    expect(page.get_by_test_id("status")).to_contain_text("Stopped")
+    assert page.evaluate("document.getElementById('video').srcObject") is None
+    assert page.evaluate("window.lookout.session") is None
