@@ -11,8 +11,6 @@ import hashlib
 import logging
 import os
 import tempfile
-import urllib.error
-import urllib.request
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -108,6 +106,9 @@ def pull(
 
     ``progress(done, total)`` makes a callback receiving each chunk size (the CLI passes a tqdm bar).
     """
+    import urllib.error
+    import urllib.request
+
     spec = KNOWN_MODELS.get(name)
     if spec is None and url is None:
         raise ModelPullError(f"unknown model {name!r}; known names: {', '.join(KNOWN_MODELS)}")
