@@ -110,6 +110,12 @@ def read_header(data: bytes) -> ImageHeader | None:
     return None
 
 
+def _magic_format(data: bytes) -> str | None:
+    """The format the first bytes announce, even when the header after them is broken."""
+    magics = {b"\xff\xd8": "jpeg", b"\x89PNG": "png", b"GIF8": "gif", b"BM": "bmp"}
+    return next((name for magic, name in magics.items() if data.startswith(magic)), None)
+
+
 def image_size(data: bytes) -> tuple[int, int] | None:
     """(width, height) from the header, without decoding; None when the format is not recognised."""
     header = read_header(data)
@@ -137,7 +143,8 @@ def decode_image(
         check_size(header.width, header.height, max_side=max_side, what=f"{header.format.upper()} image")
     image = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
     if image is None:
-        kind = f"{header.format.upper()} image is corrupt or truncated" if header else "not a decodable image"
+        known = header.format if header else _magic_format(data)
+        kind = f"{known.upper()} image is corrupt or truncated" if known else "not a decodable image"
         raise UndecodableImageError(f"{kind} ({len(data)} bytes)")
     if header is None:  # a format whose header we do not parse: check what the decoder produced
         check_size(image.shape[1], image.shape[0], max_side=max_side)
