@@ -10,6 +10,7 @@ workers on one host then fight over the same cores (see NOTES.md).
 from __future__ import annotations
 
 import logging
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -139,6 +140,8 @@ class TorchBackend:
             module = convert(proto)
         except Exception as exc:
             raise ModelLoadError(f"{path}: onnx2torch cannot convert this graph ({exc})") from None
+        # onnx2torch's Slice indexes with a list, which torch warns about on every call; harmless here.
+        warnings.filterwarnings("ignore", message="Using a non-tuple sequence", category=UserWarning)
         self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
         if self.device.type == "cpu":
             torch.set_num_threads(threads)
