@@ -11,8 +11,9 @@ import mimetypes
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
-from playwright.sync_api import Browser, Page, Route, sync_playwright
+from playwright.sync_api import Browser, Page, Playwright, Route, sync_playwright
 
 CHROMIUM = Path("/usr/bin/chromium")
 WEB_DIR = Path(__file__).resolve().parents[2] / "web"
@@ -73,17 +74,27 @@ def chromium_args(fake_video: Path | None = None, *, grant_camera: bool = True) 
     return args
 
 
-@contextmanager
-def chromium(fake_video: Path | None = None, *, grant_camera: bool = True) -> Iterator[Browser]:
-    """A running headless Chromium; closed (with Playwright's driver) on exit."""
+def launch_chromium(
+    playwright: Playwright, fake_video: Path | None = None, *, grant_camera: bool = True
+) -> Browser:
+    """Start headless Chromium (close it with ``browser.close()``).
+
+    One Playwright driver per thread: launch every browser of a test run from the same ``playwright``.
+    """
     if not CHROMIUM.exists():
         raise RuntimeError(f"{CHROMIUM} is missing: run `make system-deps` (apt-get install chromium)")
+    return playwright.chromium.launch(
+        executable_path=str(CHROMIUM),
+        headless=True,
+        args=chromium_args(fake_video, grant_camera=grant_camera),
+    )
+
+
+@contextmanager
+def chromium(fake_video: Path | None = None, *, grant_camera: bool = True) -> Iterator[Browser]:
+    """A Playwright driver and one headless Chromium, both closed on exit (for scripts and one-offs)."""
     with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(
-            executable_path=str(CHROMIUM),
-            headless=True,
-            args=chromium_args(fake_video, grant_camera=grant_camera),
-        )
+        browser = launch_chromium(playwright, fake_video, grant_camera=grant_camera)
         try:
             yield browser
         finally:
@@ -127,3 +138,50 @@ INK_SCRIPT = """(selector) => {
 def canvas_ink(page: Page, selector: str = "#overlay") -> int:
     """How many pixels of the canvas are not fully transparent (0: nothing is drawn)."""
     return int(page.evaluate(INK_SCRIPT, selector))
+
+
+# --- the Lookout page (web/) -------------------------------------------------------------------------
+
+LIVE_TIMEOUT_S = 30.0
+"""How long a test waits for live results: generous, the machine has 2 busy cores."""
+
+
+def open_live_page(browser: Browser, url: str, *, query: str = "", start: bool = True) -> Page:
+    """A new context and page on the Lookout page at ``url`` (``query``: e.g. "codec=h264"); Start pressed.
+
+    Close it with ``page.context.close()``.
+    """
+    context = browser.new_context(viewport={"width": 1280, "height": 940})
+    page = context.new_page()
+    page.goto(f"{url}?{query}" if query else url)
+    if start:
+        page.get_by_test_id("start").click()
+    return page
+
+
+def wait_for_results(
+    page: Page,
+    count: int,
+    *,
+    label: str | None = None,
+    after_seq: int = -1,
+    timeout_s: float = LIVE_TIMEOUT_S,
+) -> list[dict[str, Any]]:
+    """Until the page has drawn ``count`` results of its current session with seq > ``after_seq`` (and
+    one of them contains ``label``); returns those results."""
+    page.wait_for_function(
+        """([count, label, afterSeq]) => {
+          const mine = window.lookout.results.filter(
+            (r) => r.session === window.lookout.session && r.seq > afterSeq);
+          return mine.length >= count && (!label || mine.some((r) => r.labels.includes(label)));
+        }""",
+        arg=[count, label, after_seq],
+        timeout=timeout_s * 1000,
+        polling=200,
+    )
+    got: list[dict[str, Any]] = page.evaluate(
+        "(afterSeq) => window.lookout.results.filter((r) => r.session === window.lookout.session"
+        " && r.seq > afterSeq)",
+        after_seq,
+    )
+    return got

@@ -7,9 +7,9 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from playwright.sync_api import Browser, Page
+from playwright.sync_api import Browser, Page, Playwright, sync_playwright
 
-from tests.support.browser import chromium, serve_web_dir, write_y4m
+from tests.support.browser import launch_chromium, serve_web_dir, write_y4m
 
 pytestmark = pytest.mark.browser
 
@@ -20,9 +20,16 @@ def fake_camera(video_path: Path, tmp_path_factory: pytest.TempPathFactory) -> P
 
 
 @pytest.fixture(scope="package")
-def browser(fake_camera: Path) -> Iterator[Browser]:
-    with chromium(fake_camera) as running:
-        yield running
+def playwright() -> Iterator[Playwright]:
+    with sync_playwright() as driver:
+        yield driver
+
+
+@pytest.fixture(scope="package")
+def browser(playwright: Playwright, fake_camera: Path) -> Iterator[Browser]:
+    running = launch_chromium(playwright, fake_camera)
+    yield running
+    running.close()
 
 
 @pytest.fixture

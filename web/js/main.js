@@ -14,7 +14,7 @@ const params = new URLSearchParams(location.search);
 const FPS_CHOICES = [1, 2, 5, 10, 15, 20, 25, 30];
 const BOX_HOLD_MS = 1500; // boxes older than this are wiped: a stalled pipeline must not leave stale boxes
 const RECENT_RESULTS = 200; // results kept in window.lookout.results for inspection
-const FATAL = new Set(["unknown_model", "unauthorized"]); // retrying cannot help: stop and say why
+const FATAL = new Set(["unknown_model", "unauthorized", "bad_sdp"]); // retrying cannot help: stop and say why
 
 const $ = (id) => document.getElementById(id);
 const ui = {
@@ -53,6 +53,7 @@ class LookoutPage {
     this.hello = null;
     this.session = null; // {session, bridge, model, sample_fps} of the current join
     this.joinPending = false;
+    this.unansweredByes = 0; // the server answers each bye with a bye: those are not hang-ups of its own
     this.rejoinTimer = null;
     this.pending = null; // the newest result, not drawn yet
     this.shown = null; // the result whose boxes are on screen, with the wall time it was drawn
@@ -60,10 +61,11 @@ class LookoutPage {
     this.bridges = []; // every bridge joined, in order (tests check rejoin picks a live one)
     this.foreignResults = 0; // results for another session: must stay 0
     this.lastError = null;
+    this.errors = []; // every error shown, oldest first: what the page reported, for tests and the console
     this.stopFrames = onEachFrame(ui.video, (metadata) => this.onFrame(metadata));
     // Safety net: a hidden tab or paused video gets no frame callbacks, but results must still show.
     setInterval(() => this.onFrame(null, 250), 250);
-    setInterval(() => this.renderPanel(), 500);
+    setInterval(() => this.renderPanel(), 1000);
 
     this.connection.addEventListener("open", () => this.setStatus("Connected; waiting for the server…"));
     this.connection.addEventListener("message", (event) => this.onMessage(event.detail));
@@ -108,8 +110,7 @@ class LookoutPage {
   stop() {
     this.wantLive = false;
     clearTimeout(this.rejoinTimer);
-    if (this.session || this.joinPending) this.connection.send("bye", { reason: "stopped by the user" });
-    this.endSession();
+    this.hangUp("stopped by the user");
     if (this.stream) {
       for (const track of this.stream.getTracks()) track.stop();
       this.stream = null;
@@ -123,8 +124,7 @@ class LookoutPage {
   onChoiceChanged() {
     if (!this.wantLive || !(this.session || this.joinPending)) return;
     // A new model or rate is a new session: hang up and join again with the new choice.
-    this.connection.send("bye", { reason: "choice changed" });
-    this.endSession();
+    this.hangUp("choice changed");
     this.join();
   }
 
@@ -175,6 +175,9 @@ class LookoutPage {
     try {
       await this.pc.setRemoteDescription({ type: "answer", sdp: msg.sdp });
     } catch (err) {
+      this.hangUp("unusable answer");
+      this.wantLive = false;
+      this.updateButtons();
       this.showError("bad_sdp", `the bridge's answer was not usable: ${err.message}`);
     }
   }
@@ -186,14 +189,19 @@ class LookoutPage {
       this.rejoinBackoff.reset();
       this.clearError();
       const s = this.session;
-      this.setStatus(`Live: session ${s.session} on bridge ${s.bridge}, model ${s.model} at ${s.sample_fps} fps.`);
+      this.setStatus(`Live on bridge ${s.bridge}: model ${s.model}, ${s.sample_fps} frames/s sent for detection.`);
     } else if (state === "failed") {
       // The media path broke without the server telling us (yet): start over on a fresh session.
-      this.connection.send("bye", { reason: "media connection failed" });
-      this.endSession();
+      this.hangUp("media connection failed");
       this.showError("media_failed");
       this.scheduleRejoin();
     }
+  }
+
+  /** End the session on the server too (if there is one), then here. */
+  hangUp(reason) {
+    if ((this.session || this.joinPending) && this.connection.send("bye", { reason })) this.unansweredByes += 1;
+    this.endSession();
   }
 
   /** Close the peer connection and forget the session (the camera stays open). */
@@ -231,6 +239,10 @@ class LookoutPage {
         this.onServerError(msg);
         break;
       case "bye":
+        if (this.unansweredByes > 0) {
+          this.unansweredByes -= 1; // the server confirms our own hang-up
+          break;
+        }
         this.endSession();
         this.setStatus(`The server ended the session${msg.reason ? `: ${msg.reason}` : ""}.`);
         this.scheduleRejoin();
@@ -290,7 +302,9 @@ class LookoutPage {
     const code = msg.code;
     this.showError(code, msg.message);
     // These end the join or offer in flight; protocol errors (bad_message, ...) leave the session be.
-    if (RETRYABLE.has(code) || FATAL.has(code) || code === "bad_sdp") this.endSession();
+    // After bad_sdp the server keeps the session for another offer, which this page cannot improve on.
+    if (code === "bad_sdp") this.hangUp("unusable offer");
+    else if (RETRYABLE.has(code) || FATAL.has(code)) this.endSession();
     if (RETRYABLE.has(code)) {
       const delayMs = this.scheduleRejoin();
       if (delayMs !== undefined) this.setStatus(`Not live. Retrying in ${(delayMs / 1000).toFixed(1)} s…`);
@@ -304,6 +318,7 @@ class LookoutPage {
   onConnectionLost(delayMs) {
     const wasLive = this.session !== null;
     this.endSession();
+    this.unansweredByes = 0; // a new socket starts with no hang-up pending
     this.hello = null;
     this.showError("connection_lost");
     this.setStatus(`Connection to the server lost${wasLive ? " (session ended)" : ""}. Reconnecting in ${(delayMs / 1000).toFixed(1)} s…`);
@@ -325,6 +340,7 @@ class LookoutPage {
       this.shown = { result, drawnAt: now };
       this.remember(result, latencyMs);
       this.renderDetections(result);
+      this.renderNumbers();
     } else if (this.shown && now - this.shown.drawnAt > BOX_HOLD_MS) {
       this.overlay.clear();
       this.shown = null;
@@ -358,7 +374,15 @@ class LookoutPage {
     ui.list.replaceChildren(...items);
   }
 
+  /** The whole panel, about once a second (the rate decays to zero when results stop). */
   renderPanel() {
+    this.renderNumbers();
+    if (this.pc) negotiatedCodec(this.pc).then((c) => (ui.codec.textContent = c || "–"));
+    else ui.codec.textContent = "–";
+  }
+
+  /** The numbers that change with every result drawn. */
+  renderNumbers() {
     const now = wallNowMs();
     const p50 = this.stats.latencyP50();
     ui.rate.textContent = this.stats.results ? this.stats.rate(now).toFixed(1) : "–";
@@ -368,10 +392,10 @@ class LookoutPage {
     ui.dropped.title = Object.entries(this.stats.dropsByReason).map(([r, n]) => `${r}: ${n}`).join(", ") || "no drops";
     ui.people.textContent = this.stats.results ? String(this.stats.people) : "–";
     const last = this.shown ? this.shown.result : null;
-    ui.modelName.textContent = last ? `${last.model} ${last.model_version}`.trim() : this.session ? this.session.model : "–";
+    ui.modelName.textContent = last ? last.model : this.session ? this.session.model : "–";
+    ui.modelName.title = last && last.model_version ? `version ${last.model_version}` : "";
     ui.session.textContent = this.session ? this.session.session : "–";
-    if (this.pc) negotiatedCodec(this.pc).then((c) => (ui.codec.textContent = c || "–"));
-    else ui.codec.textContent = "–";
+    ui.session.title = this.session ? `bridge ${this.session.bridge}` : "";
   }
 
   /** Reset the live panel and the overlay (a new session must not show the old one's numbers). */
@@ -392,7 +416,9 @@ class LookoutPage {
 
   showError(code, serverText = "") {
     const model = (this.session && this.session.model) || ui.model.value;
-    this.lastError = { code, message: describeError(code, serverText, { model }) };
+    this.lastError = { code, message: describeError(code, serverText, { model }), at: wallNowMs() };
+    this.errors.push(this.lastError);
+    if (this.errors.length > 50) this.errors.shift();
     ui.error.textContent = this.lastError.message;
     ui.error.dataset.code = code;
     ui.error.hidden = false;
@@ -432,6 +458,9 @@ window.lookout = {
   },
   get error() {
     return page.lastError;
+  },
+  get errors() {
+    return [...page.errors];
   },
   get connected() {
     return page.pc !== null && page.pc.connectionState === "connected";

@@ -75,12 +75,13 @@ export class Overlay {
       const pad = Math.round(3 * ratio);
       const textW = ctx.measureText(text).width + 2 * pad;
       const textH = fontPx + 2 * pad;
-      // The label sits above the box, or inside it when the box touches the top edge.
+      // The label sits above the box (inside it at the top edge) and never runs off the right edge.
       const labelY = y1 - textH >= 0 ? y1 - textH : y1;
+      const labelX = Math.max(0, Math.min(x1, this.canvas.width - textW));
       ctx.fillStyle = colour;
-      ctx.fillRect(x1, labelY, textW, textH);
+      ctx.fillRect(labelX, labelY, textW, textH);
       ctx.fillStyle = "#000";
-      ctx.fillText(text, x1 + pad, labelY + pad);
+      ctx.fillText(text, labelX + pad, labelY + pad);
     }
     return result.detections.length;
   }

@@ -1,0 +1,134 @@
+"""The page against the real parts when parts fail: a bridge killed, a worker killed, signaling
+restarted, no worker at all, and the camera denied.
+
+The parts run as separate processes (tests/web/stack.py) so that one of them can be killed.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from playwright.sync_api import Browser, Playwright, expect
+
+from tests.support.browser import launch_chromium, open_live_page, wait_for_results
+from tests.support.processes import LookoutProcess
+from tests.web.stack import LiveStack
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def stack(shared_dir: Path) -> Iterator[LiveStack]:
+    stack = LiveStack("web-failures", shared_dir / "models", bridges=2, workers=2)
+    try:
+        yield stack.start()
+    finally:
+        stack.stop()
+
+
+@pytest.fixture(scope="module")
+def idle_stack(shared_dir: Path) -> Iterator[LiveStack]:
+    """Signaling and a bridge, but no worker."""
+    stack = LiveStack("web-idle", shared_dir / "models", bridges=1, workers=0)
+    try:
+        yield stack.start()
+    finally:
+        stack.stop()
+
+
+def test_killed_bridge_is_reported_and_the_page_rejoins_on_a_live_one(
+    browser: Browser, stack: LiveStack
+) -> None:
+    page = open_live_page(browser, stack.url)
+    try:
+        first = wait_for_results(page, 3)
+        bridge = page.evaluate("window.lookout.bridge")
+        session = page.evaluate("window.lookout.session")
+        stack.bridges[bridge].kill9()
+
+        # The page says what happened, then joins again on the bridge that is still alive.
+        page.wait_for_function(
+            "() => window.lookout.errors.some((e) => e.code === 'bridge_lost' || e.code === 'media_failed')",
+            timeout=30_000,
+            polling=200,
+        )
+        page.wait_for_function(
+            "(old) => window.lookout.session && window.lookout.session !== old", arg=session, timeout=30_000
+        )
+        new_bridge = page.evaluate("window.lookout.bridge")
+        assert new_bridge != bridge and stack.bridges[new_bridge].alive()
+        again = wait_for_results(page, 3)
+        assert (
+            {r["session"] for r in again}
+            == {page.evaluate("window.lookout.session")}
+            != {first[0]["session"]}
+        )
+        expect(page.get_by_test_id("error")).to_be_hidden()
+    finally:
+        page.context.close()
+        stack.add_bridge(bridge)  # the next test has two bridges again
+        stack.wait_ready()
+
+
+def test_killed_worker_does_not_end_the_session(browser: Browser, stack: LiveStack) -> None:
+    page = open_live_page(browser, stack.url)
+    try:
+        before = wait_for_results(page, 3)
+        session = page.evaluate("window.lookout.session")
+        victim = str(before[-1]["worker"])
+        stack.workers[victim].kill9()
+        last_seq = max(r["seq"] for r in before)
+        after = wait_for_results(page, 10, after_seq=last_seq)
+        survivors = {r["worker"] for r in after[-5:]}
+        assert victim not in survivors
+        assert page.evaluate("window.lookout.session") == session
+        assert page.evaluate("window.lookout.bridges.length") == 1  # never rejoined
+    finally:
+        page.context.close()
+        stack.add_worker(victim)
+        stack.wait_ready()
+
+
+def test_restarted_signaling_is_reported_and_the_page_reconnects(browser: Browser, stack: LiveStack) -> None:
+    page = open_live_page(browser, stack.url)
+    try:
+        wait_for_results(page, 3)
+        session = page.evaluate("window.lookout.session")
+        assert stack.signaling is not None
+        stack.signaling.kill9()
+        expect(page.get_by_test_id("status")).to_contain_text("Connection to the server lost", timeout=15_000)
+        expect(page.get_by_test_id("stat-people")).to_have_text("\u2013")  # the panel is cleared
+        stack.signaling = LookoutProcess(
+            "web-failures-signaling-2",
+            ["signaling", "--host", "127.0.0.1", "--port", str(stack.port)],
+            env=stack.env,
+        )
+        page.wait_for_function(
+            "(old) => window.lookout.session && window.lookout.session !== old", arg=session, timeout=30_000
+        )
+        wait_for_results(page, 3)
+    finally:
+        page.context.close()
+
+
+def test_no_worker_alive_says_no_worker(browser: Browser, idle_stack: LiveStack) -> None:
+    page = open_live_page(browser, idle_stack.url)
+    try:
+        expect(page.get_by_test_id("error")).to_contain_text("No worker is running", timeout=15_000)
+        expect(page.get_by_test_id("model-select")).to_contain_text("0 workers")
+    finally:
+        page.context.close()
+
+
+def test_denied_camera_is_explained(playwright: Playwright, fake_camera: Path, idle_stack: LiveStack) -> None:
+    # Without --use-fake-ui-for-media-stream the permission prompt stays, and headless Chromium denies it.
+    denying = launch_chromium(playwright, fake_camera, grant_camera=False)
+    try:
+        page = open_live_page(denying, idle_stack.url)
+        expect(page.get_by_test_id("error")).to_contain_text("Camera access was denied", timeout=15_000)
+        expect(page.get_by_test_id("start")).to_be_enabled()
+        assert page.evaluate("window.lookout.session") is None
+    finally:
+        denying.close()
