@@ -56,6 +56,8 @@ class Dataset:
     image_paths: dict[int, Path]
     coco: dict[str, Any]
     category_of_class: dict[int, int]
+    skipped: list[str] = field(default_factory=list)
+    """Images that could not be read, with the reason; they are left out of the ground truth too."""
 
 
 @dataclass
@@ -79,7 +81,7 @@ class EvalResult:
     conf: float = 0.0
     nms: float = 0.0
     skipped: list[str] = field(default_factory=list)
-    """Images that could not be read, with the reason (they count as having no detections)."""
+    """Images that could not be read, with the reason; left out of the evaluation (and reported)."""
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -144,8 +146,13 @@ def _load_yolo(root: Path, images_root: Path) -> Dataset:
     images: list[dict[str, Any]] = []
     annotations: list[dict[str, Any]] = []
     paths: dict[int, Path] = {}
+    skipped: list[str] = []
     for image_id, file in enumerate(files, start=1):
-        width, height = _image_size(file)
+        try:
+            width, height = _image_size(file)
+        except ImageError as exc:
+            skipped.append(str(exc))
+            continue
         images.append(
             {
                 "id": image_id,
@@ -185,7 +192,7 @@ def _load_yolo(root: Path, images_root: Path) -> Dataset:
         "annotations": annotations,
         "categories": [{"id": c, "name": str(c)} for c in used],
     }
-    return Dataset(root, "yolo", paths, coco, {c: c for c in used})
+    return Dataset(root, "yolo", paths, coco, {c: c for c in used}, skipped)
 
 
 def _load_coco(root: Path, labels: list[str]) -> Dataset:
@@ -261,13 +268,15 @@ def evaluate(
     started = time.monotonic()
     dataset = load_dataset(Path(data_path), detector.labels)
     results: list[dict[str, Any]] = []
-    skipped: list[str] = []
+    skipped = list(dataset.skipped)
     batch_size = 8 if detector.max_batch == 0 else max(detector.max_batch, 1)
     bar = tqdm(total=len(dataset.image_paths), desc=f"eval {detector.name}", unit="img", disable=not progress)
     batch: list[tuple[int, Prepared]] = []
+    evaluated: list[int] = []
 
     def flush() -> None:
         found = detector.infer([p for _, p in batch], conf=conf, nms=nms)
+        evaluated.extend(image_id for image_id, _ in batch)
         for (image_id, _), detections in zip(batch, found, strict=True):
             for d in detections:
                 if d.class_id not in dataset.category_of_class:
@@ -300,12 +309,15 @@ def evaluate(
             flush()
 
     stats = np.zeros(12)
-    if results and dataset.coco["annotations"]:
+    # Images that could not be read are left out of the ground truth as well, and reported as skipped.
+    annotations = [a for a in dataset.coco["annotations"] if a["image_id"] in set(evaluated)]
+    if results and annotations:
         with contextlib.redirect_stdout(io.StringIO()):  # pycocotools prints its progress and table
             ground_truth = COCO()
             ground_truth.dataset = dataset.coco
             ground_truth.createIndex()
             evaluation = COCOeval(ground_truth, ground_truth.loadRes(results), iouType="bbox")
+            evaluation.params.imgIds = sorted(evaluated)
             evaluation.evaluate()
             evaluation.accumulate()
             evaluation.summarize()
@@ -318,8 +330,8 @@ def evaluate(
         ap_medium=float(stats[4]),
         ap_large=float(stats[5]),
         ar100=float(stats[8]),
-        images=len(dataset.image_paths),
-        annotations=len(dataset.coco["annotations"]),
+        images=len(evaluated),
+        annotations=len(annotations),
         detections=len(results),
         seconds=time.monotonic() - started,
         model=detector.name,
