@@ -134,7 +134,7 @@ class MediaBridge:
 
         old = self.sessions.get(request.session)
         if old is not None:
-            await old.close("replaced by a new offer")
+            await old.close("replaced by a new offer", announce=False)
         if len(self.sessions) >= self.settings.max_sessions:
             return fail("no_bridge", f"bridge {self.id} is full ({self.settings.max_sessions} sessions)")
         sample_fps = min(request.sample_fps, self.settings.max_sample_fps)
@@ -152,11 +152,11 @@ class MediaBridge:
         try:
             sdp = await peer.answer(request.sdp)
         except BadOfferError as exc:
-            await peer.close("bad offer")
+            await peer.close("bad offer", announce=False)
             return fail("bad_sdp", f"the offer could not be used: {exc}")
         except Exception as exc:
             log.exception("bridge %s: offer for session %s failed", self.id, request.session)
-            await peer.close("internal error")
+            await peer.close("internal error", announce=False)
             return fail("internal", f"the bridge failed to answer: {type(exc).__name__}")
         log.info(
             "bridge %s: session %s answered (model %s, %.1f fps)",
@@ -169,10 +169,12 @@ class MediaBridge:
             await self._beat()  # tell signaling our new load at once
         return BridgeReply(request_id=request.request_id, ok=True, sdp=sdp)
 
-    async def _closed(self, peer: PeerSession, reason: str, failed: bool) -> None:
+    async def _closed(self, peer: PeerSession, reason: str, failed: bool, announce: bool) -> None:
         if self.sessions.get(peer.session) is peer:
             del self.sessions[peer.session]
         self._update_gauge()
+        if not announce:
+            return
         event = SessionEvent(
             session=peer.session, bridge=self.id, event="failed" if failed else "closed", detail=reason
         )

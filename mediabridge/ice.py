@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import ipaddress
 import logging
-import socket
 from collections.abc import Iterable
 from typing import Any
 
@@ -111,13 +110,3 @@ def install_udp_port_range(loop: asyncio.AbstractEventLoop, low: int, high: int)
 
     loop.create_datagram_endpoint = ranged  # type: ignore[method-assign,assignment]
     log.info("ICE host candidates use UDP ports %d-%d", low, high)
-
-
-def primary_ip() -> str:
-    """The address this host uses to reach others (for logs and defaults)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
-        try:
-            sock.connect(("192.0.2.1", 9))  # TEST-NET-1: nothing is sent
-            return str(sock.getsockname()[0])
-        except OSError:
-            return "127.0.0.1"

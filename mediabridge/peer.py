@@ -40,7 +40,7 @@ class PeerSession:
         redis: Redis,
         keys: Keys,
         settings: BridgeSettings,
-        on_closed: Callable[[PeerSession, str, bool], Awaitable[None]],
+        on_closed: Callable[[PeerSession, str, bool, bool], Awaitable[None]],
     ) -> None:
         self.session = session
         self.model = model
@@ -117,8 +117,12 @@ class PeerSession:
         except TimeoutError:
             await self.close(f"not connected within {CONNECT_TIMEOUT_S:.0f} s", failed=True)
 
-    async def close(self, reason: str, *, failed: bool = False) -> None:
-        """Close the peer connection and stop everything of this session. Idempotent."""
+    async def close(self, reason: str, *, failed: bool = False, announce: bool = True) -> None:
+        """Close the peer connection and stop everything of this session. Idempotent.
+
+        ``announce``: publish a session event (signaling then ends the session); False when the caller
+        already tells signaling itself, e.g. in the reply to a bad offer, which the client may retry.
+        """
         if self._closing:
             return
         self._closing = True
@@ -135,4 +139,4 @@ class PeerSession:
         with contextlib.suppress(Exception):
             await self._pc.close()
         await self.client.close()
-        await self._on_closed(self, reason, failed)
+        await self._on_closed(self, reason, failed, announce)

@@ -124,8 +124,12 @@ class Sampler:
         now = now_ms() if received_ms is None else received_ms
         if now < self._next_due_ms:
             return False
-        # Keep the cadence, but never owe a burst after a stall.
-        self._next_due_ms = max(self._next_due_ms + self.interval_ms, now + self.interval_ms / 2)
+        # Keep the cadence (a late frame does not shift the next one), but after a stall or at the start
+        # begin afresh rather than owe a burst.
+        if now - self._next_due_ms >= self.interval_ms:
+            self._next_due_ms = now + self.interval_ms
+        else:
+            self._next_due_ms += self.interval_ms
         accepted = _Accepted(seq=self.client.next_seq(), frame=frame, capture_ms=now)
         self.accepted += 1
         FRAMES_IN.labels(site="bridge", model=self.model).inc()

@@ -180,11 +180,11 @@ class SignalingSocket:
         self._joins.append(now)
 
     async def join(self, message: JoinMessage) -> None:
+        self._rate_limit()  # every join attempt counts, so a flood is throttled whatever its state
         if self.session is not None:
             raise ClientError(
                 ErrorCode.BAD_STATE, f"session {self.session.id} is live; send bye before joining"
             )
-        self._rate_limit()
         model = message.model or self.settings.default_model
         sample_fps = min(message.sample_fps or self.settings.sample_fps, self.settings.max_sample_fps)
         workers = await live_workers(self.redis, self.keys, model)

@@ -1,0 +1,83 @@
+"""The WebSocket protocol models: parsing order (JSON, version, type, fields) and the error codes."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from wire.signaling import (
+    MAX_SDP_CHARS,
+    DetectionsMessage,
+    ErrorCode,
+    ErrorMessage,
+    HelloMessage,
+    JoinMessage,
+    ModelsMessage,
+    OfferMessage,
+    SignalingProtocolError,
+    parse_client_message,
+    parse_server_message,
+)
+
+
+@pytest.mark.parametrize(
+    ("text", "code"),
+    [
+        ("{", ErrorCode.BAD_JSON),
+        ("[1, 2]", ErrorCode.BAD_JSON),
+        ('"join"', ErrorCode.BAD_JSON),
+        ('{"type": "join"}', ErrorCode.BAD_VERSION),
+        ('{"v": 2, "type": "join"}', ErrorCode.BAD_VERSION),
+        ('{"v": true, "type": "join"}', ErrorCode.BAD_VERSION),
+        ('{"v": "1", "type": "join"}', ErrorCode.BAD_VERSION),
+        ('{"v": 1}', ErrorCode.UNKNOWN_TYPE),
+        ('{"v": 1, "type": "teleport"}', ErrorCode.UNKNOWN_TYPE),
+        ('{"v": 1, "type": "offer"}', ErrorCode.BAD_MESSAGE),
+        ('{"v": 1, "type": "offer", "sdp": 5}', ErrorCode.BAD_MESSAGE),
+        ('{"v": 1, "type": "join", "sample_fps": 0}', ErrorCode.BAD_MESSAGE),
+        ('{"v": 1, "type": "join", "model": "../../etc/passwd"}', ErrorCode.BAD_MESSAGE),
+        (json.dumps({"v": 1, "type": "offer", "sdp": "x" * (MAX_SDP_CHARS + 1)}), ErrorCode.TOO_LARGE),
+    ],
+)
+def test_bad_messages_get_a_specific_code(text: str, code: ErrorCode) -> None:
+    with pytest.raises(SignalingProtocolError) as caught:
+        parse_client_message(text)
+    assert caught.value.code == code
+    assert str(caught.value)  # a human explanation goes with every code
+
+
+def test_good_messages_parse_into_their_type() -> None:
+    join = parse_client_message('{"v":1,"type":"join","model":"yolox_nano","sample_fps":10}')
+    assert isinstance(join, JoinMessage) and join.model == "yolox_nano" and join.sample_fps == 10
+    bare = parse_client_message('{"v":1,"type":"join"}')
+    assert isinstance(bare, JoinMessage) and bare.model is None and bare.sample_fps is None
+    offer = parse_client_message('{"v":1,"type":"offer","sdp":"v=0","extra":"ignored"}')
+    assert isinstance(offer, OfferMessage) and offer.sdp == "v=0"
+    for kind in ("bye", "ping", "list_models"):
+        assert parse_client_message(json.dumps({"v": 1, "type": kind})).type == kind
+
+
+def test_server_messages_carry_version_and_type_and_round_trip() -> None:
+    hello = HelloMessage(models=[], default_model="yolox_nano", sample_fps=10, max_sample_fps=30)
+    data = json.loads(hello.model_dump_json())
+    assert data["v"] == 1 and data["type"] == "hello"
+    models = ModelsMessage(models=[], default_model="m", sample_fps=1, max_sample_fps=2)
+    assert parse_server_message(models.model_dump_json()).type == "models"
+    error = json.loads(ErrorMessage(code=ErrorCode.NO_WORKER, message="none").model_dump_json())
+    assert error == {"v": 1, "type": "error", "code": "no_worker", "message": "none"}
+    detections = DetectionsMessage(
+        session="s",
+        seq=1,
+        capture_ms=1.0,
+        width=640,
+        height=480,
+        model="m",
+        model_version="1",
+        worker="w",
+        detections=[{"label": "person", "class_id": 0, "score": 0.9, "box": (1, 2, 3, 4)}],  # type: ignore[list-item]
+        timings={"inference_ms": 5.0},  # type: ignore[arg-type]
+        latency_ms=20.0,
+    )
+    back = parse_server_message(detections.model_dump_json())
+    assert isinstance(back, DetectionsMessage) and back.detections[0].box == (1, 2, 3, 4)
