@@ -183,3 +183,13 @@ def test_stop_says_bye_and_releases_the_camera(page: Page, server: ScriptedServe
     expect(page.get_by_test_id("status")).to_contain_text("Stopped")
     assert page.evaluate("document.getElementById('video').srcObject") is None
     assert page.evaluate("window.lookout.session") is None
+
+
+def test_an_overtaken_result_is_not_drawn_over_a_newer_one(page: Page, server: ScriptedServer) -> None:
+    start_session(page, server, "s-1")
+    server.send(detections("s-1", 7, ["person"]))
+    server.send(detections("s-1", 6, ["car"]))  # a slower worker's older frame arrives second
+    server.wait_for(lambda: page.evaluate("window.lookout.lateResults") == 1, "the late result to be counted")
+    page.wait_for_function("() => window.lookout.results.length === 1")
+    assert page.evaluate("window.lookout.results.map((r) => r.seq)") == [7]
+    expect(page.get_by_test_id("detections")).to_have_text("person")

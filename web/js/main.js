@@ -60,12 +60,16 @@ class LookoutPage {
     this.results = [];
     this.bridges = []; // every bridge joined, in order (tests check rejoin picks a live one)
     this.foreignResults = 0; // results for another session: must stay 0
+    this.lateResults = 0; // results older than one already shown (overtaken), not drawn
+    this.newestSeq = -1; // of the current session
     this.lastError = null;
     this.errors = []; // every error shown, oldest first: what the page reported, for tests and the console
     this.stopFrames = onEachFrame(ui.video, (metadata) => this.onFrame(metadata));
     // Safety net: a hidden tab or paused video gets no frame callbacks, but results must still show.
     setInterval(() => this.onFrame(null, 250), 250);
     setInterval(() => this.renderPanel(), 1000);
+    // Workers come and go: keep the model list current (the server answers with "models").
+    setInterval(() => this.connection.send("list_models"), 5000);
 
     this.connection.addEventListener("open", () => this.setStatus("Connected; waiting for the server…"));
     this.connection.addEventListener("message", (event) => this.onMessage(event.detail));
@@ -294,6 +298,12 @@ class LookoutPage {
       this.foreignResults += 1; // never expected: the server routes by session
       return;
     }
+    // With several workers results can overtake each other; an older frame's boxes would step back in time.
+    if (msg.seq <= this.newestSeq) {
+      this.lateResults += 1;
+      return;
+    }
+    this.newestSeq = msg.seq;
     msg.received = wallNowMs();
     this.pending = msg; // a newer result replaces an undrawn one: only the latest boxes matter
   }
@@ -401,6 +411,7 @@ class LookoutPage {
   /** Reset the live panel and the overlay (a new session must not show the old one's numbers). */
   clearPanel() {
     this.stats.clear();
+    this.newestSeq = -1;
     this.pending = null;
     this.shown = null;
     this.overlay.clear();
@@ -455,6 +466,9 @@ window.lookout = {
   },
   get foreignResults() {
     return page.foreignResults;
+  },
+  get lateResults() {
+    return page.lateResults;
   },
   get error() {
     return page.lastError;

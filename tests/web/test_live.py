@@ -1,0 +1,77 @@
+"""The acceptance path: `lookout up` (embedded Redis, signaling, a bridge, workers) and real headless
+Chromium whose fake webcam plays a street clip. The page must show people, draw boxes, show its
+latency, use the forced codec, and keep two sessions apart."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from playwright.sync_api import Browser, Page, expect
+
+from tests.support.browser import canvas_ink, open_live_page, wait_for_results
+from tests.web.stack import LiveStack
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def live_url(shared_dir: Path) -> Iterator[str]:
+    stack = LiveStack("web-live", shared_dir / "models", bridges=1, workers=2)
+    try:
+        yield stack.start().url
+    finally:
+        stack.stop()
+
+
+def wait_for_workers(page: Page) -> None:
+    """The model list comes from the server; workers may still be loading when the page opens."""
+    expect(page.get_by_test_id("model-select")).to_contain_text(
+        re.compile(r"\([1-9]\d* workers?\)"), timeout=30_000
+    )
+
+
+@pytest.mark.parametrize(("codec", "mime"), [("vp8", "video/VP8"), ("h264", "video/H264")])
+def test_live_detections_are_drawn_over_the_video(
+    browser: Browser, live_url: str, output_dir: Path, codec: str, mime: str
+) -> None:
+    page = open_live_page(browser, live_url, query=f"codec={codec}", start=False)
+    try:
+        wait_for_workers(page)
+        page.get_by_test_id("start").click()
+        results = wait_for_results(page, 5, label="person")
+        assert all(r["width"] > 0 and r["height"] > 0 for r in results)
+        expect(page.get_by_test_id("detections")).to_contain_text("person")
+        page.wait_for_function("() => window.lookout.page.shown !== null", timeout=10_000, polling=100)
+        assert canvas_ink(page) > 500  # boxes and labels, not a stray pixel
+        expect(page.get_by_test_id("stat-latency")).to_have_text(re.compile(r"^\d+ ms$"))
+        expect(page.get_by_test_id("stat-people")).to_have_text(re.compile(r"^\d+$"))
+        expect(page.get_by_test_id("stat-model")).to_have_text("yolox_nano")
+        assert page.evaluate("window.lookout.codec()") == mime  # what getStats says was negotiated
+        expect(page.get_by_test_id("stat-codec")).to_have_text(mime)
+        page.screenshot(path=str(output_dir / f"web-live-{codec}.png"))
+    finally:
+        page.context.close()
+
+
+def test_two_sessions_at_once_each_get_only_their_own_results(browser: Browser, live_url: str) -> None:
+    pages = [open_live_page(browser, live_url, start=False) for _ in range(2)]
+    try:
+        for page in pages:
+            wait_for_workers(page)
+            page.get_by_test_id("start").click()
+        for page in pages:
+            wait_for_results(page, 5)
+        sessions = [page.evaluate("window.lookout.session") for page in pages]
+        assert sessions[0] != sessions[1]
+        for page, session in zip(pages, sessions, strict=True):
+            seen = page.evaluate("window.lookout.results.map((r) => r.session)")
+            assert set(seen) == {session}
+            assert page.evaluate("window.lookout.foreignResults") == 0
+            seqs = page.evaluate("window.lookout.results.map((r) => r.seq)")
+            assert seqs == sorted(set(seqs))  # one result per frame, in order
+    finally:
+        for page in pages:
+            page.context.close()
