@@ -123,10 +123,11 @@ class LiveSession:
         log.info("session %s ended (%d inferred, %d dropped)", self.id, self.inferred, self.dropped)
 
     async def _fail(self, code: ErrorCode, message: str) -> None:
-        # Runs inside one of our own tasks: end() skips cancelling the current one.
+        # Runs inside one of our own tasks: end() skips cancelling the current one. End first, so that
+        # a client reacting to the error at once can join again (no bad_state) and finds no stale record.
+        await self.end(hang_up=code != ErrorCode.BRIDGE_LOST)
         with contextlib.suppress(Exception):
             await self._send(ErrorMessage(code=code, message=message))
-        await self.end(hang_up=code != ErrorCode.BRIDGE_LOST)
 
     async def _refresh_loop(self) -> None:
         interval = max(0.2, self.settings.session_ttl_s / 3)
@@ -214,9 +215,9 @@ class LiveSession:
                     await self._fail(ErrorCode.BRIDGE_LOST, f"the media connection failed: {event.detail}")
                     return
                 if event.event == "closed":
+                    await self.end(hang_up=False)
                     with contextlib.suppress(Exception):
                         await self._send(ByeMessage(reason=f"media connection closed: {event.detail}"))
-                    await self.end(hang_up=False)
                     return
         finally:
             with contextlib.suppress(Exception):

@@ -1,0 +1,180 @@
+"""Session delivery through the real app and Redis: isolation, stats, bridge loss, cleanup, metrics.
+
+Outcomes are published straight onto the result streams (as workers do) and bridges are heartbeat
+records, so these tests need no media; tests/lookout/test_webrtc_client.py runs the same with real parts.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import aiohttp
+from aiohttp.test_utils import TestClient
+from prometheus_client import REGISTRY
+from redis.asyncio import Redis
+
+from signaling.app import create_app
+from signaling.sessions import new_session_id
+from tests.signaling.rest_harness import FakeWorker
+from tests.signaling.ws_harness import signaling_settings
+from tests.support.processes import wait_until
+from tests.support.redis_server import RedisServer
+from wire.bridge_rpc import HangupRequest, SessionEvent, next_request, publish_event
+from wire.keys import Keys
+from wire.liveness import BridgeInfo, beat
+from wire.messages import Detection, DropReason, DropRecord, DropSite, ResultMessage, now_ms
+from wire.outcomes import publish_outcome
+
+MODEL = "yolox_nano"
+
+
+async def receive(ws: aiohttp.ClientWebSocketResponse, *types: str, timeout: float = 20) -> dict[str, Any]:
+    while True:
+        msg = await ws.receive(timeout=timeout)
+        assert msg.type == aiohttp.WSMsgType.TEXT, f"socket ended: {msg}"
+        data: dict[str, Any] = json.loads(msg.data)
+        if data["type"] in types:
+            return data
+
+
+async def joined_socket(client: TestClient) -> tuple[aiohttp.ClientWebSocketResponse, dict[str, Any]]:
+    ws = await client.ws_connect("/ws")
+    await receive(ws, "hello")
+    await ws.send_json({"v": 1, "type": "join", "sample_fps": 5})
+    return ws, await receive(ws, "joined", "error")
+
+
+def result(session: str, seq: int) -> ResultMessage:
+    return ResultMessage(
+        session=session,
+        seq=seq,
+        capture_ms=now_ms() - 30,
+        model=MODEL,
+        model_version="v1",
+        worker="w1",
+        width=640,
+        height=480,
+        detections=[Detection(label="person", class_id=0, score=0.9, box=(1, 2, 3, 4))],
+    )
+
+
+async def test_each_session_gets_only_its_own_results_and_stats(
+    aiohttp_client: Any, redis_server: RedisServer, redis: Redis, keys: Keys
+) -> None:
+    client = await aiohttp_client(create_app(signaling_settings(redis_server.url)))
+    await beat(redis, keys.bridge("quiet"), BridgeInfo(id="quiet"), 60)
+    async with FakeWorker(redis, keys, MODEL, consume=False):
+        ws_a, joined_a = await joined_socket(client)
+        ws_b, joined_b = await joined_socket(client)
+    a, b = joined_a["session"], joined_b["session"]
+    assert a != b and len(a) >= 32  # server-generated and unguessable
+    latency = (
+        REGISTRY.get_sample_value("lookout_e2e_latency_seconds_count", {"model": MODEL, "path": "webrtc"})
+        or 0.0
+    )
+    for seq in range(3):
+        await publish_outcome(redis, keys, result(a, seq), maxlen=64, ttl_s=60)
+        await publish_outcome(redis, keys, result(b, 100 + seq), maxlen=64, ttl_s=60)
+    drop = DropRecord(session=a, seq=3, model=MODEL, reason=DropReason.DEADLINE, site=DropSite.WORKER)
+    await publish_outcome(redis, keys, drop, maxlen=64, ttl_s=60)
+
+    got_a = [await receive(ws_a, "detections") for _ in range(3)]
+    got_b = [await receive(ws_b, "detections") for _ in range(3)]
+    assert [d["seq"] for d in got_a] == [0, 1, 2] and {d["session"] for d in got_a} == {a}
+    assert [d["seq"] for d in got_b] == [100, 101, 102] and {d["session"] for d in got_b} == {b}
+    assert got_a[0]["latency_ms"] >= 30 and got_a[0]["width"] == 640
+    assert got_a[0]["detections"][0]["box"] == [1, 2, 3, 4]
+
+    async def stats_with_drop() -> dict[str, Any]:
+        while True:
+            stats = await receive(ws_a, "stats")
+            if stats["dropped"]:
+                return stats
+
+    stats_a = await stats_with_drop()
+    assert stats_a["dropped"] == 1 and stats_a["by_reason"] == {"deadline": 1} and stats_a["inferred"] == 3
+    stats_b = await receive(ws_b, "stats")
+    assert stats_b["dropped"] == 0
+    after = REGISTRY.get_sample_value("lookout_e2e_latency_seconds_count", {"model": MODEL, "path": "webrtc"})
+    assert after == latency + 6
+    await ws_a.close()
+    await ws_b.close()
+
+
+async def test_bridge_death_is_reported_and_a_rejoin_gets_a_live_bridge(
+    aiohttp_client: Any, redis_server: RedisServer, redis: Redis, keys: Keys
+) -> None:
+    client = await aiohttp_client(create_app(signaling_settings(redis_server.url)))
+    await beat(redis, keys.bridge("doomed"), BridgeInfo(id="doomed"), 60)
+    async with FakeWorker(redis, keys, MODEL, consume=False):
+        ws, joined = await joined_socket(client)
+        assert joined["bridge"] == "doomed"
+        await redis.delete(keys.bridge("doomed"))  # what a killed bridge looks like: its heartbeat ends
+        await beat(redis, keys.bridge("spare"), BridgeInfo(id="spare"), 60)
+        error = await receive(ws, "error")
+        assert error["code"] == "bridge_lost" and "doomed" in error["message"]
+        assert not await redis.exists(keys.session(joined["session"]))
+        await ws.send_json({"v": 1, "type": "join"})
+        again = await receive(ws, "joined")
+        assert again["bridge"] == "spare" and again["session"] != joined["session"]
+    await ws.close()
+
+
+async def test_closing_the_socket_hangs_up_and_deletes_the_record(
+    aiohttp_client: Any, redis_server: RedisServer, redis: Redis, keys: Keys
+) -> None:
+    client = await aiohttp_client(create_app(signaling_settings(redis_server.url)))
+    await beat(redis, keys.bridge("b1"), BridgeInfo(id="b1"), 60)
+    async with FakeWorker(redis, keys, MODEL, consume=False):
+        ws, joined = await joined_socket(client)
+    session = joined["session"]
+    assert await redis.ttl(keys.session(session)) > 0  # the record has a TTL even while refreshed
+    await ws.close()
+
+    async def gone() -> bool:
+        return not await redis.exists(keys.session(session))
+
+    await wait_until(gone, timeout=20, what="session record deleted")
+    request = await next_request(redis, keys, "b1", timeout_s=5)
+    assert isinstance(request, HangupRequest) and request.session == session
+
+
+async def test_a_bridge_event_ends_the_session(
+    aiohttp_client: Any, redis_server: RedisServer, redis: Redis, keys: Keys
+) -> None:
+    client = await aiohttp_client(create_app(signaling_settings(redis_server.url)))
+    await beat(redis, keys.bridge("b1"), BridgeInfo(id="b1"), 60)
+    async with FakeWorker(redis, keys, MODEL, consume=False):
+        ws, joined = await joined_socket(client)
+        session = joined["session"]
+
+        async def subscribed() -> bool:
+            counts = await redis.pubsub_numsub(keys.session_events(session))
+            return bool(counts and counts[0][1])
+
+        await wait_until(subscribed, timeout=20, what="signaling subscribed to session events")
+        await publish_event(
+            redis, keys, SessionEvent(session=session, bridge="b1", event="failed", detail="ice")
+        )
+        error = await receive(ws, "error")
+        assert error["code"] == "bridge_lost" and "ice" in error["message"]
+        ws2, joined2 = await joined_socket(client)
+        await wait_until(
+            lambda: _subscribed(redis, keys, joined2["session"]), timeout=20, what="second session subscribed"
+        )
+        event = SessionEvent(session=joined2["session"], bridge="b1", event="closed", detail="peer left")
+        await publish_event(redis, keys, event)
+        assert "peer left" in (await receive(ws2, "bye"))["reason"]
+    await ws.close()
+    await ws2.close()
+
+
+async def _subscribed(redis: Redis, keys: Keys, session: str) -> bool:
+    counts = await redis.pubsub_numsub(keys.session_events(session))
+    return bool(counts and counts[0][1])
+
+
+def test_session_ids_are_unique_and_long() -> None:
+    ids = {new_session_id() for _ in range(1000)}
+    assert len(ids) == 1000 and all(len(i) == 34 for i in ids)
