@@ -146,9 +146,9 @@ async def _serve(settings: BridgeSettings) -> int:
     loop = asyncio.get_running_loop()
     ice.install_udp_port_range(loop, settings.udp_port_min, settings.udp_port_max)
     if settings.metrics_port:
-        from prometheus_client import start_http_server
+        from wire.metrics import start_metrics_server
 
-        start_http_server(settings.metrics_port)
+        start_metrics_server(settings.metrics_port)
         log.info("metrics on http://0.0.0.0:%d/metrics", settings.metrics_port)
 
     redis = Redis.from_url(settings.redis_url)

@@ -1,0 +1,103 @@
+"""`lookout up` as a real process: everything comes up, a dead child is restarted, SIGTERM stops it all."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+from redis import Redis
+
+from tests.support.processes import LookoutProcess
+from tests.support.redis_server import free_port
+from wire.keys import Keys
+
+pytestmark = pytest.mark.slow
+
+
+def children(pid: int) -> set[int]:
+    found: set[int] = set()
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        text = (task / "children").read_text().split()
+        found.update(int(p) for p in text)
+    return found
+
+
+def running(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except FileNotFoundError:
+        return False
+    return state != "Z"
+
+
+def wait_for(predicate: object, timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():  # type: ignore[operator]
+            return
+        time.sleep(0.2)
+    raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
+
+
+def heartbeats(redis: Redis, pattern: str) -> dict[str, dict[str, object]]:
+    found = {}
+    for key in redis.scan_iter(match=pattern):
+        raw = redis.get(key)
+        if raw is not None:
+            info = json.loads(raw)
+            found[info["id"]] = info
+    return found
+
+
+def test_up_starts_supervises_and_stops_everything(shared_dir: Path) -> None:
+    port, redis_port = free_port(), free_port()
+    env = {
+        "LOOKOUT_MODEL_DIR": str(shared_dir / "models"),
+        "LOOKOUT_HEARTBEAT_INTERVAL_S": "0.5",
+        "LOOKOUT_HEARTBEAT_TTL_S": "3",
+        "LOOKOUT_ICE_HOST_ADDRESSES": "127.0.0.1",
+    }
+    up = LookoutProcess(
+        "up",
+        ["up", "--host", "127.0.0.1", "--port", str(port), "--redis-port", str(redis_port), "--workers", "1"],
+        env,
+    )
+    keys = Keys()
+    redis = Redis.from_url(f"redis://127.0.0.1:{redis_port}/0")
+    try:
+        wait_for(lambda: "lookout up: ready at" in up.log() or not up.alive(), 120, "`lookout up` ready")
+        assert up.alive(), up.log()
+        assert f"http://127.0.0.1:{port}/" in up.log()
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=5) as reply:
+            assert reply.status == 200
+        workers = heartbeats(redis, keys.worker_pattern())
+        bridges = heartbeats(redis, keys.bridge_pattern())
+        assert len(workers) == 1 and next(iter(workers.values()))["model"] == "yolox_nano"
+        assert len(bridges) == 1
+        pids = children(up.pid)
+        assert len(pids) == 4  # redis, signaling, bridge, worker
+
+        # A child that dies is restarted.
+        (old_bridge,) = bridges.values()
+        os.kill(int(old_bridge["pid"]), signal.SIGKILL)  # type: ignore[call-overload]
+        wait_for(
+            lambda: any(
+                b["pid"] != old_bridge["pid"] for b in heartbeats(redis, keys.bridge_pattern()).values()
+            ),
+            60,
+            "a restarted bridge",
+        )
+        assert "restarting" in up.log()
+        pids |= children(up.pid)
+    finally:
+        redis.close()
+        code = up.stop(timeout=60)
+    log = up.log_path.read_text(errors="replace")
+    assert code == 0, log
+    assert "lookout up: stopped" in log
+    wait_for(lambda: not any(running(p) for p in pids), 20, "no orphan processes")

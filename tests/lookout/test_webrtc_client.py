@@ -1,0 +1,139 @@
+"""The Python WebRTC client against the real stack: signaling, media bridges and ONNX workers as processes.
+
+One stack per module (2 bridges, 2 workers). The process-loss tests run last and kill parts of it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from lookout.webrtc_client import LiveClient, LoopingVideoTrack, publish
+from tests.lookout.live_stack import LiveStack
+
+pytestmark = pytest.mark.slow
+
+LOOPBACK = ["127.0.0.1"]
+
+
+@pytest.fixture(scope="module")
+def stack(shared_dir: Path) -> Iterator[LiveStack]:
+    running = LiveStack("webrtc", shared_dir / "models", bridges=2, workers=2).start()
+    try:
+        yield running
+    finally:
+        running.stop()
+
+
+def rtpmap_codecs(sdp: str) -> set[str]:
+    return {
+        line.split()[1].split("/")[0].upper() for line in sdp.splitlines() if line.startswith("a=rtpmap:")
+    }
+
+
+async def person_detections(client: LiveClient, count: int, timeout_s: float = 60) -> list[object]:
+    found = []
+    while len(found) < count:
+        message = await client.wait_for("detections", timeout_s=timeout_s)
+        if any(d.label == "person" for d in message.detections):
+            found.append(message)
+    return found
+
+
+@pytest.mark.parametrize("codec", ["vp8", "h264"])
+async def test_video_in_either_codec_gives_person_detections(
+    stack: LiveStack, video_path: Path, codec: str
+) -> None:
+    async with LiveClient(stack.url, ice_host_addresses=LOOPBACK, timeout_s=30) as client:
+        assert {m.name for m in client.hello.models} == {"yolox_nano"}
+        joined = await client.join(model="yolox_nano", sample_fps=10)
+        assert joined.bridge in stack.bridges
+        answer = await client.offer(LoopingVideoTrack(video_path), codec=codec)
+        assert rtpmap_codecs(answer.sdp) - {"RTX"} == {codec.upper()}
+        found = await person_detections(client, 3)
+        for message in found:
+            assert message.session == joined.session and message.worker in stack.workers
+            assert (message.width, message.height) == (480, 360)  # the sampled frame's own size
+            assert message.model_version and message.latency_ms > 0
+            assert message.timings.inference_ms > 0
+        assert len({m.seq for m in found}) == len(found)
+        await client.bye()
+
+
+async def test_two_sessions_at_once_each_get_only_their_own(stack: LiveStack, video_path: Path) -> None:
+    async with (
+        LiveClient(stack.url, ice_host_addresses=LOOPBACK, timeout_s=30) as one,
+        LiveClient(stack.url, ice_host_addresses=LOOPBACK, timeout_s=30) as two,
+    ):
+        joined = [await one.join(sample_fps=5), await two.join(sample_fps=5)]
+        await one.offer(LoopingVideoTrack(video_path))
+        await two.offer(LoopingVideoTrack(video_path))
+        await asyncio.gather(person_detections(one, 3), person_detections(two, 3))
+        for client, mine in ((one, joined[0]), (two, joined[1])):
+            sessions = {m.session for m in client.of_type("detections")}
+            assert sessions == {mine.session}
+        assert joined[0].session != joined[1].session
+        await one.bye()
+        await two.bye()
+
+
+async def test_publish_runs_until_stopped(stack: LiveStack, video_path: Path) -> None:
+    stop = asyncio.Event()
+    seen: list[str] = []
+
+    def on_message(message: object) -> None:
+        seen.append(message.type)  # type: ignore[attr-defined]
+        if seen.count("detections") >= 2:
+            stop.set()
+
+    ended = await asyncio.wait_for(
+        publish(
+            LoopingVideoTrack(video_path),
+            stack.url,
+            on_message=on_message,
+            stop=stop,
+            ice_host_addresses=LOOPBACK,
+        ),
+        90,
+    )
+    assert ended.type == "bye" and seen[0] == "hello" and "joined" in seen and "answer" in seen
+
+
+async def test_a_killed_worker_does_not_end_the_session(stack: LiveStack, video_path: Path) -> None:
+    async with LiveClient(stack.url, ice_host_addresses=LOOPBACK, timeout_s=30) as client:
+        await client.join(sample_fps=10)
+        await client.offer(LoopingVideoTrack(video_path))
+        first = await client.wait_for("detections", timeout_s=60)
+        victim = first.worker
+        stack.workers[victim].kill9()
+        survivor = next(name for name in stack.workers if name != victim)
+        later = await client.wait_for(
+            "detections", timeout_s=60, predicate=lambda m: m.worker == survivor and m.seq > first.seq
+        )
+        assert later.session == first.session
+        assert not [m for m in client.of_type("error")]
+        await client.bye()
+
+
+async def test_a_killed_bridge_is_reported_and_a_rejoin_gets_a_live_one(
+    stack: LiveStack, video_path: Path
+) -> None:
+    async with LiveClient(stack.url, ice_host_addresses=LOOPBACK, timeout_s=30) as client:
+        joined = await client.join(sample_fps=10)
+        await client.offer(LoopingVideoTrack(video_path))
+        await client.wait_for("detections", timeout_s=60)
+        stack.bridges[joined.bridge].signal(signal.SIGKILL)
+        lost = await client.wait_for("error", timeout_s=60)
+        assert lost.code.value == "bridge_lost" and joined.bridge in lost.message
+        again = await client.join(sample_fps=10)
+        assert again.bridge != joined.bridge and again.bridge in stack.bridges
+        await client.offer(LoopingVideoTrack(video_path))
+        fresh = await client.wait_for(
+            "detections", timeout_s=60, predicate=lambda m: m.session == again.session
+        )
+        assert fresh.session == again.session
+        await client.bye()
