@@ -7,6 +7,7 @@ start them one by one here instead: a redis-server, ``lookout signaling``, bridg
 from __future__ import annotations
 
 import json
+import signal
 import time
 import urllib.request
 from pathlib import Path
@@ -18,6 +19,7 @@ from tests.support.redis_server import RedisServer, free_port
 from wire.keys import Keys
 
 READY_TIMEOUT_S = 60.0  # model loading and imports on a busy 2-core machine
+STOP_TIMEOUT_S = 10.0  # SIGTERM, then SIGKILL: a clean stop takes well under a second
 
 
 def stack_env(redis_url: str, model_dir: Path) -> dict[str, str]:
@@ -129,9 +131,13 @@ class LiveStack:
         )
 
     def stop(self) -> None:
-        # Workers and bridges first, so nothing reports a lost signaling or Redis on its way out.
-        for process in [*self.workers.values(), *self.bridges.values()]:
-            process.stop()
+        # Workers and bridges first, so nothing reports a lost signaling or Redis on its way out; all of
+        # them at once, so that one slow to stop does not make the others wait.
+        parts = [*self.workers.values(), *self.bridges.values()]
+        for process in parts:
+            process.signal(signal.SIGTERM)
+        for process in parts:
+            process.stop(timeout=STOP_TIMEOUT_S)
         if self.signaling:
-            self.signaling.stop()
+            self.signaling.stop(timeout=STOP_TIMEOUT_S)
         self.redis_server.stop()

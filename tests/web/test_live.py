@@ -33,11 +33,15 @@ def wait_for_workers(page: Page) -> None:
     )
 
 
-@pytest.mark.parametrize(("codec", "mime"), [("vp8", "video/VP8"), ("h264", "video/H264")])
+# Each codec also runs one of the two displays: the synced picture (default) and the live video.
+@pytest.mark.parametrize(
+    ("codec", "mime", "synced"), [("vp8", "video/VP8", True), ("h264", "video/H264", False)]
+)
 def test_live_detections_are_drawn_over_the_video(
-    browser: Browser, live_url: str, output_dir: Path, codec: str, mime: str
+    browser: Browser, live_url: str, output_dir: Path, codec: str, mime: str, synced: bool
 ) -> None:
-    page = open_live_page(browser, live_url, query=f"codec={codec}", start=False)
+    query = f"codec={codec}" + ("" if synced else "&sync=0")
+    page = open_live_page(browser, live_url, query=query, start=False)
     try:
         wait_for_workers(page)
         page.get_by_test_id("start").click()
@@ -46,6 +50,10 @@ def test_live_detections_are_drawn_over_the_video(
         expect(page.get_by_test_id("detections")).to_contain_text("person")
         page.wait_for_function("() => window.lookout.page.shown !== null", timeout=10_000, polling=100)
         assert canvas_ink(page) > 500  # boxes and labels, not a stray pixel
+        # Synced: the delayed picture is painted (opaque) over the video; live: it is hidden.
+        assert page.get_by_test_id("picture").is_visible() is synced
+        if synced:
+            assert canvas_ink(page, "#picture") > 0
         expect(page.get_by_test_id("stat-latency")).to_have_text(re.compile(r"^\d+ ms$"))
         expect(page.get_by_test_id("stat-people")).to_have_text(re.compile(r"^\d+$"))
         expect(page.get_by_test_id("stat-model")).to_have_text("yolox_nano")

@@ -15,6 +15,16 @@ def test_median_of_odd_even_and_empty_lists(module_page: Page) -> None:
     assert got == [3, 2.5, True]
 
 
+def test_quantile_interpolates_between_neighbours(module_page: Page) -> None:
+    got = module_page.evaluate(
+        """async () => {
+          const { quantile } = await import("/js/stats.js");
+          return [quantile([10, 20, 30, 40, 50], 0.9), quantile([7], 0.9), quantile([3, 1, 2], 0)];
+        }"""
+    )
+    assert got == [46, 7, 1]
+
+
 def test_live_stats_rate_latency_people_drops_and_clear(module_page: Page) -> None:
     got = module_page.evaluate(
         """async () => {

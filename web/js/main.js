@@ -1,19 +1,25 @@
 // The Lookout page: camera -> WebRTC -> media bridge; detections come back over the signaling socket
 // and are drawn over the video. URL parameters: ?codec=vp8|h264 forces the video codec, ?model= and
-// ?fps= preselect the choices, ?key= is passed to the server, ?autostart=1 starts at once.
+// ?fps= preselect the choices, ?key= is passed to the server, ?autostart=1 starts at once, ?sync=0
+// shows the live picture with the newest boxes instead of the picture the boxes belong to.
 
 import { SignalingConnection } from "./connection.js";
 import { Backoff } from "./backoff.js";
+import { FrameBuffer, nearest } from "./framebuffer.js";
 import { onEachFrame, wallNowMs } from "./frameclock.js";
-import { Overlay } from "./overlay.js";
+import { Overlay, paintContained } from "./overlay.js";
 import { CameraError, createOffer, negotiatedCodec, openCamera } from "./peer.js";
 import { describeError, RETRYABLE } from "./protocol.js";
-import { LiveStats } from "./stats.js";
+import { LiveStats, quantile } from "./stats.js";
 
 const params = new URLSearchParams(location.search);
 const FPS_CHOICES = [1, 2, 5, 10, 15, 20, 25, 30];
 const BOX_HOLD_MS = 1500; // boxes older than this are wiped: a stalled pipeline must not leave stale boxes
 const RECENT_RESULTS = 200; // results kept in window.lookout.results for inspection
+const MATCHABLE_RESULTS = 30; // results a shown frame may be matched with (synced display)
+const SYNC_MARGIN_MS = 40; // display delay beyond the results' latency: encode and send time, jitter
+const MAX_DISPLAY_DELAY_MS = 1000; // a slower pipeline shows older boxes rather than an older picture
+const CAN_SYNC = typeof createImageBitmap === "function" && "requestVideoFrameCallback" in HTMLVideoElement.prototype;
 const FATAL = new Set(["unknown_model", "unauthorized", "bad_sdp"]); // retrying cannot help: stop and say why
 
 const $ = (id) => document.getElementById(id);
@@ -26,6 +32,8 @@ const ui = {
   error: $("error"),
   video: $("video"),
   canvas: $("overlay"),
+  picture: $("picture"),
+  sync: $("sync"),
   rate: $("stat-rate"),
   latency: $("stat-latency"),
   dropped: $("stat-dropped"),
@@ -55,7 +63,10 @@ class LookoutPage {
     this.joinPending = false;
     this.unansweredByes = 0; // the server answers each bye with a bye: those are not hang-ups of its own
     this.rejoinTimer = null;
-    this.pending = null; // the newest result, not drawn yet
+    this.pending = null; // the newest result, not drawn yet (live display)
+    this.matchable = []; // recent results of this session, by seq (synced display)
+    this.frames = new FrameBuffer();
+    this.setSync(CAN_SYNC && params.get("sync") !== "0");
     this.shown = null; // the result whose boxes are on screen, with the wall time it was drawn
     this.results = [];
     this.bridges = []; // every bridge joined, in order (tests check rejoin picks a live one)
@@ -78,6 +89,7 @@ class LookoutPage {
     ui.stop.addEventListener("click", () => this.stop());
     ui.model.addEventListener("change", () => this.onChoiceChanged());
     ui.fps.addEventListener("change", () => this.onChoiceChanged());
+    ui.sync.addEventListener("change", () => this.setSync(ui.sync.checked));
     window.addEventListener("pagehide", () => this.connection.send("bye", { reason: "page closed" }));
     this.setStatus("Connecting to the server…");
     this.connection.connect();
@@ -119,6 +131,8 @@ class LookoutPage {
       for (const track of this.stream.getTracks()) track.stop();
       this.stream = null;
       ui.video.srcObject = null;
+      this.frames.clear();
+      ui.picture.getContext("2d").clearRect(0, 0, ui.picture.width, ui.picture.height);
     }
     this.clearError();
     this.setStatus("Stopped. Press Start to share your camera again.");
@@ -306,6 +320,8 @@ class LookoutPage {
     this.newestSeq = msg.seq;
     msg.received = wallNowMs();
     this.pending = msg; // a newer result replaces an undrawn one: only the latest boxes matter
+    this.matchable.push(msg);
+    if (this.matchable.length > MATCHABLE_RESULTS) this.matchable.shift();
   }
 
   onServerError(msg) {
@@ -336,25 +352,81 @@ class LookoutPage {
 
   // --- drawing -----------------------------------------------------------------------------------
 
-  /** Once per video frame (or from the safety timer): draw the newest result, or wipe stale boxes. */
+  /**
+   * Synced display (default): the page keeps the last second of camera frames and shows the picture
+   * delayed by about the results' latency, each frame with the boxes of the result computed from it
+   * (or from the sampled frame nearest to it). Live display: the live video with the newest boxes,
+   * which trail moving objects by the latency.
+   */
+  setSync(on) {
+    this.sync = Boolean(on && CAN_SYNC);
+    ui.sync.checked = this.sync;
+    ui.sync.disabled = !CAN_SYNC;
+    ui.picture.hidden = !this.sync;
+    this.frames.clear();
+    this.overlay.clear();
+  }
+
+  /** Once per video frame (or from the safety timer, without metadata). */
   onFrame(metadata, minWaitMs = 0) {
+    if (this.sync && metadata) this.showSyncedFrame(metadata);
+    else if (!this.sync || this.frames.frames.length === 0) this.showLiveFrame(metadata, minWaitMs);
+  }
+
+  /** Live display: draw the newest result over the live video, or wipe boxes gone stale. */
+  showLiveFrame(metadata, minWaitMs) {
     const now = wallNowMs();
     const result = this.pending;
     if (result && now - result.received >= minWaitMs) {
-      this.pending = null;
       const width = (metadata && metadata.width) || ui.video.videoWidth;
       const height = (metadata && metadata.height) || ui.video.videoHeight;
       this.overlay.draw(result, width, height);
-      const latencyMs = now - result.capture_ms;
-      this.stats.addResult(result, latencyMs, now);
-      this.shown = { result, drawnAt: now };
-      this.remember(result, latencyMs);
-      this.renderDetections(result);
-      this.renderNumbers();
+      this.drawn(result, now);
     } else if (this.shown && now - this.shown.drawnAt > BOX_HOLD_MS) {
       this.overlay.clear();
       this.shown = null;
     }
+  }
+
+  /** Synced display: keep this frame, show the one captured a latency ago with its own boxes. */
+  showSyncedFrame(metadata) {
+    const capturedAt = performance.timeOrigin + (metadata.captureTime ?? metadata.presentationTime);
+    createImageBitmap(ui.video).then(
+      (bitmap) => (this.sync ? this.frames.push(bitmap, capturedAt) : bitmap.close()),
+      () => {}, // no picture yet (the video is starting): nothing to keep
+    );
+    const now = wallNowMs();
+    const frame = this.frames.atOrBefore(now - this.displayDelayMs());
+    if (!frame) return;
+    paintContained(ui.picture, frame.image, frame.image.width, frame.image.height);
+    // A frame that was not sampled gets the boxes of the nearest sampled one, within one sample interval.
+    const interval = 1000 / ((this.session && this.session.sample_fps) || 10);
+    const result = nearest(this.matchable, frame.at, (r) => r.capture_ms, interval);
+    if (!result) {
+      this.overlay.clear();
+      return;
+    }
+    this.overlay.draw(result, frame.image.width, frame.image.height);
+    if (!result.drawnAt) this.drawn(result, now);
+  }
+
+  /** How far behind the camera the synced picture runs: most results have arrived by then. */
+  displayDelayMs() {
+    const waits = this.matchable.map((r) => r.received - r.capture_ms);
+    if (waits.length === 0) return 0;
+    return Math.min(MAX_DISPLAY_DELAY_MS, quantile(waits, 0.9) + SYNC_MARGIN_MS);
+  }
+
+  /** A result's boxes are on screen for the first time: count it (capture-to-drawn latency). */
+  drawn(result, now) {
+    if (this.pending === result) this.pending = null;
+    result.drawnAt = now;
+    const latencyMs = now - result.capture_ms;
+    this.stats.addResult(result, latencyMs, now);
+    this.shown = { result, drawnAt: now };
+    this.remember(result, latencyMs);
+    this.renderDetections(result);
+    this.renderNumbers();
   }
 
   remember(result, latencyMs) {
@@ -413,6 +485,7 @@ class LookoutPage {
     this.stats.clear();
     this.newestSeq = -1;
     this.pending = null;
+    this.matchable = [];
     this.shown = null;
     this.overlay.clear();
     ui.list.replaceChildren();

@@ -29,6 +29,21 @@ export function mapBox(box, frameW, frameH, rect) {
   return [rect.x + x1 * sx, rect.y + y1 * sy, rect.x + x2 * sx, rect.y + y2 * sy];
 }
 
+/** Paint `image` (ImageBitmap, VideoFrame, ...) into `canvas` the way object-fit: contain shows a video. */
+export function paintContained(canvas, image, width, height) {
+  const ctx = canvas.getContext("2d");
+  const ratio = window.devicePixelRatio || 1;
+  const w = Math.round(canvas.clientWidth * ratio);
+  const h = Math.round(canvas.clientHeight * ratio);
+  if (canvas.width !== w || canvas.height !== h) {
+    canvas.width = w;
+    canvas.height = h;
+  }
+  const rect = containRect(width, height, w, h);
+  ctx.clearRect(0, 0, w, h);
+  ctx.drawImage(image, rect.x, rect.y, rect.width, rect.height);
+}
+
 export class Overlay {
   constructor(canvas) {
     this.canvas = canvas;

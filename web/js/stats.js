@@ -1,11 +1,18 @@
 // The numbers of the live panel: result rate, end-to-end latency p50, drops and people in view.
 
-/** The median of a list of numbers (NaN for an empty list). */
-export function median(values) {
+/** The `q` quantile (0..1) of a list of numbers, interpolated between neighbours (NaN when empty). */
+export function quantile(values, q) {
   if (values.length === 0) return NaN;
   const sorted = [...values].sort((a, b) => a - b);
-  const mid = sorted.length >> 1;
-  return sorted.length % 2 ? sorted[mid] : (sorted[mid - 1] + sorted[mid]) / 2;
+  const pos = (sorted.length - 1) * q;
+  const low = Math.floor(pos);
+  const high = Math.ceil(pos);
+  return sorted[low] + (sorted[high] - sorted[low]) * (pos - low);
+}
+
+/** The median of a list of numbers (NaN for an empty list). */
+export function median(values) {
+  return quantile(values, 0.5);
 }
 
 export class LiveStats {
