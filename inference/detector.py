@@ -176,12 +176,8 @@ class Detector:
         if self.format == YOLOV7_END2END:
             boxes, scores, class_ids = postprocess.end2end_rows(output, 0, conf)
         else:
-            pred = (
-                postprocess.decode_yolox(output, self._grid, self._strides)
-                if self.format == YOLOX
-                else output
-            )
-            boxes, scores, class_ids = postprocess.select(pred, conf)
+            grid = (self._grid, self._strides) if self.format == YOLOX else (None, None)
+            boxes, scores, class_ids = postprocess.select(output, conf, grid=grid[0], strides=grid[1])
             keep = postprocess.nms(boxes, scores, class_ids, nms)
             boxes, scores, class_ids = boxes[keep], scores[keep], class_ids[keep]
         boxes = postprocess.to_original(boxes, prepared.scale, prepared.pad, prepared.original)

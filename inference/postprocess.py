@@ -35,18 +35,28 @@ def decode_yolox(raw: FloatArray, grid: FloatArray, strides: FloatArray) -> Floa
     return out
 
 
-def select(pred: FloatArray, conf: float) -> tuple[FloatArray, FloatArray, NDArray[np.intp]]:
-    """(N, 5+C) decoded rows (cx, cy, w, h, obj, classes) to xyxy boxes, scores and class ids over ``conf``.
+def select(
+    pred: FloatArray, conf: float, *, grid: FloatArray | None = None, strides: FloatArray | None = None
+) -> tuple[FloatArray, FloatArray, NDArray[np.intp]]:
+    """(N, 5+C) rows (cx, cy, w, h, obj, classes) to xyxy boxes, scores and class ids over ``conf``.
 
     Each row keeps its best class with score obj x cls, as YOLOX's and YOLOv7's own postprocess do.
+    With ``grid`` and ``strides`` the rows are a raw YOLOX head, decoded here for the survivors only.
+    Since every class probability is at most 1, rows with obj < conf are dropped before the argmax:
+    that leaves a few dozen of the thousands of rows at the usual thresholds.
     """
-    class_ids = pred[:, 5:].argmax(axis=1)
-    scores = pred[:, 4] * pred[np.arange(len(pred)), 5 + class_ids]
+    rows_kept = np.flatnonzero(pred[:, 4] >= conf)
+    rows = pred[rows_kept]
+    class_ids = rows[:, 5:].argmax(axis=1)
+    scores = rows[:, 4] * rows[np.arange(len(rows)), 5 + class_ids]
     keep = scores >= conf
-    rows, scores, class_ids = pred[keep], scores[keep], class_ids[keep]
-    boxes = np.empty((len(rows), 4), dtype=np.float32)
-    boxes[:, :2] = rows[:, :2] - rows[:, 2:4] / 2
-    boxes[:, 2:] = rows[:, :2] + rows[:, 2:4] / 2
+    rows, scores, class_ids = rows[keep], scores[keep], class_ids[keep]
+    centres, sizes = rows[:, :2], rows[:, 2:4]
+    if grid is not None and strides is not None:
+        index = rows_kept[keep]
+        centres = (centres + grid[index]) * strides[index]
+        sizes = np.exp(sizes) * strides[index]
+    boxes = np.concatenate([centres - sizes / 2, centres + sizes / 2], axis=1).astype(np.float32)
     return boxes, scores.astype(np.float32), class_ids
 
 

@@ -63,3 +63,15 @@ def test_end2end_rows_filter_by_batch_and_score() -> None:
     boxes, scores, classes = end2end_rows(rows, 0, 0.3)
     assert boxes.tolist() == [[5, 6, 7, 8], [1, 2, 3, 4]]
     assert scores.tolist() == pytest.approx([0.8, 0.4]) and classes.tolist() == [2, 5]
+
+
+def test_select_decodes_only_the_survivors_like_the_full_decode() -> None:
+    rng = np.random.default_rng(3)
+    grid, strides = yolox_grid((64, 64))
+    raw = rng.uniform(-1, 1, (len(grid), 85)).astype(np.float32)
+    raw[:, 4:] = rng.uniform(0, 1, (len(grid), 81))
+    fast = select(raw, 0.2, grid=grid, strides=strides)
+    full = select(decode_yolox(raw, grid, strides), 0.2)
+    assert len(fast[0]) > 5
+    for a, b in zip(fast, full, strict=True):
+        assert np.allclose(a, b)
