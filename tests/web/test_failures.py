@@ -1,7 +1,8 @@
 """The page against the real parts when parts fail: a bridge killed, a worker killed, signaling
 restarted, no worker at all, and the camera denied.
 
-The parts run as separate processes (tests/web/stack.py) so that one of them can be killed.
+The parts run as separate processes (the live-stack helper of the `lookout up` tests) so that one of
+them can be killed.
 """
 
 from __future__ import annotations
@@ -12,9 +13,9 @@ from pathlib import Path
 import pytest
 from playwright.sync_api import Browser, Playwright, expect
 
+from tests.lookout.live_stack import LiveStack
 from tests.support.browser import launch_chromium, open_live_page, wait_for_results
 from tests.support.processes import LookoutProcess
-from tests.web.stack import LiveStack
 
 pytestmark = pytest.mark.slow
 
@@ -36,6 +37,13 @@ def idle_stack(shared_dir: Path) -> Iterator[LiveStack]:
         yield stack.start()
     finally:
         stack.stop()
+
+
+def restart(stack: LiveStack, kind: str, name: str) -> None:
+    """Start a fresh ``bridge`` or ``worker`` process under a killed one's id, and wait for its heartbeat."""
+    parts = stack.bridges if kind == "bridge" else stack.workers
+    parts[name] = LookoutProcess(name, [kind, "--id", name], stack.env)
+    stack.wait_ready()
 
 
 def test_killed_bridge_is_reported_and_the_page_rejoins_on_a_live_one(
@@ -68,8 +76,7 @@ def test_killed_bridge_is_reported_and_the_page_rejoins_on_a_live_one(
         expect(page.get_by_test_id("error")).to_be_hidden()
     finally:
         page.context.close()
-        stack.add_bridge(bridge)  # the next test has two bridges again
-        stack.wait_ready()
+        restart(stack, "bridge", bridge)  # the next test has two bridges again
 
 
 def test_killed_worker_does_not_end_the_session(browser: Browser, stack: LiveStack) -> None:
@@ -87,8 +94,7 @@ def test_killed_worker_does_not_end_the_session(browser: Browser, stack: LiveSta
         assert page.evaluate("window.lookout.bridges.length") == 1  # never rejoined
     finally:
         page.context.close()
-        stack.add_worker(victim)
-        stack.wait_ready()
+        restart(stack, "worker", victim)
 
 
 def test_restarted_signaling_is_reported_and_the_page_reconnects(browser: Browser, stack: LiveStack) -> None:

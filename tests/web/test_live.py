@@ -5,6 +5,7 @@ latency, use the forced codec, and keep two sessions apart."""
 from __future__ import annotations
 
 import re
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -12,18 +13,36 @@ import pytest
 from playwright.sync_api import Browser, Page, expect
 
 from tests.support.browser import canvas_ink, open_live_page, wait_for_results
-from tests.web.stack import LiveStack
+from tests.support.processes import LookoutProcess
+from tests.support.redis_server import free_port
 
 pytestmark = pytest.mark.slow
 
 
+UP_READY_TIMEOUT_S = 120.0  # embedded Redis, imports and two model loads on a busy 2-core machine
+
+
 @pytest.fixture(scope="module")
 def live_url(shared_dir: Path) -> Iterator[str]:
-    stack = LiveStack("web-live", shared_dir / "models", bridges=1, workers=2)
+    """One `lookout up` for the module: embedded Redis, signaling, one bridge and two workers."""
+    port = free_port()
+    env = {
+        "LOOKOUT_MODEL_DIR": str(shared_dir / "models"),
+        # Headless Chromium and aiortc on loopback: the bridge gathers 127.0.0.1 only (docs/live.md).
+        "LOOKOUT_ICE_HOST_ADDRESSES": "127.0.0.1",
+    }
+    up = LookoutProcess(
+        "web-up", ["up", "--host", "127.0.0.1", "--port", str(port), "--workers", "2", "--bridges", "1"], env
+    )
     try:
-        yield stack.start().url
+        deadline = time.monotonic() + UP_READY_TIMEOUT_S
+        while "lookout up: ready at" not in up.log():
+            assert up.alive(), f"`lookout up` exited early:\n{up.log()[-3000:]}"
+            assert time.monotonic() < deadline, f"`lookout up` not ready:\n{up.log()[-3000:]}"
+            time.sleep(0.2)
+        yield f"http://127.0.0.1:{port}/"
     finally:
-        stack.stop()
+        assert up.stop() == 0, f"`lookout up` did not stop cleanly:\n{up.log()[-3000:]}"
 
 
 def wait_for_workers(page: Page) -> None:
