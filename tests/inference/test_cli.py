@@ -13,8 +13,8 @@ import cv2
 import numpy as np
 import pytest
 
+from tests.inference.crafted import bomb_png
 from tests.inference.reference import iou, reference_yolox
-from tests.inference.test_images import bomb_png
 from tests.inference.toy_models import constant_output_model
 from tests.support.redis_server import free_port
 
