@@ -7,10 +7,19 @@ import asyncio
 import logging
 import signal
 
+from pydantic import ValidationError
+
 from wire.config import BridgeSettings
 from wire.errors import LookoutError
 
 log = logging.getLogger(__name__)
+
+
+def option_error(exc: ValidationError) -> str:
+    """One line naming the flag and what is wrong with it."""
+    first = exc.errors()[0]
+    name = "--" + "-".join(str(part) for part in first["loc"]).replace("_", "-")
+    return f"{name}: {first['msg']}"
 
 
 class BridgeConfigError(LookoutError):
@@ -116,8 +125,8 @@ def settings_from_args(args: argparse.Namespace) -> BridgeSettings:
             udp_port_max=high,
             metrics_port=args.metrics_port,
         )
-    except ValueError as exc:
-        raise BridgeConfigError(f"bad bridge option: {exc}".splitlines()[0]) from exc
+    except ValidationError as exc:
+        raise BridgeConfigError(option_error(exc)) from exc
 
 
 def run_bridge(args: argparse.Namespace) -> int:

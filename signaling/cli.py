@@ -6,10 +6,19 @@ import argparse
 import logging
 from pathlib import Path
 
+from pydantic import ValidationError
+
 from wire.config import SignalingSettings
 from wire.errors import LookoutError
 
 log = logging.getLogger(__name__)
+
+
+def option_error(exc: ValidationError) -> str:
+    """One line naming the flag and what is wrong with it."""
+    first = exc.errors()[0]
+    name = "--" + "-".join(str(part) for part in first["loc"]).replace("_", "-")
+    return f"{name}: {first['msg']}"
 
 
 class SignalingConfigError(LookoutError):
@@ -55,8 +64,10 @@ def run_signaling(args: argparse.Namespace) -> int:
             api_key=args.api_key,
             default_model=args.default_model,
         )
-    except ValueError as exc:
-        raise SignalingConfigError(f"bad signaling option: {exc}".splitlines()[0]) from exc
+    except ValidationError as exc:
+        raise SignalingConfigError(option_error(exc)) from exc
+    if not 0 < settings.port < 65536:
+        raise SignalingConfigError(f"--port {settings.port} is not a TCP port (1-65535)")
     if settings.web_dir is not None and not settings.web_dir.is_dir():
         raise SignalingConfigError(f"--web-dir {settings.web_dir} is not a folder")
     if not settings.redis_url.startswith(("redis://", "rediss://", "unix://")):

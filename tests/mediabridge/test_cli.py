@@ -1,0 +1,51 @@
+"""`lookout bridge`: registers, stops cleanly on SIGTERM (heartbeat withdrawn); bad options are one line."""
+
+from __future__ import annotations
+
+import pytest
+from redis.asyncio import Redis
+
+from lookout.cli import main
+from tests.support.processes import LookoutProcess, wait_until
+from tests.support.redis_server import RedisServer, free_port
+from wire.keys import Keys
+from wire.liveness import live_bridges
+
+
+@pytest.mark.parametrize(
+    ("args", "says"),
+    [
+        (["--udp-ports", "nonsense"], "--udp-ports must look like"),
+        (["--udp-ports", "5000-4000"], "need 0 < MIN <= MAX"),
+        (["--in-flight", "0"], "--in-flight: Input should be greater than or equal to 1"),
+        (["--ice-host-addresses", "not-an-ip"], "--ice-host-addresses"),
+        (["--redis-url", "redis://127.0.0.1:{port}/0"], "cannot reach Redis"),
+    ],
+)
+def test_bad_options_exit_2_with_one_line(
+    args: list[str], says: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    args = [a.replace("{port}", str(free_port())) for a in args]
+    assert main(["bridge", "--redis-url", f"redis://127.0.0.1:{free_port()}/0", *args]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[-1].startswith("lookout: error: ") and says in err[-1]
+    assert not any("Traceback" in line for line in err)
+
+
+async def test_bridge_process_registers_and_stops_cleanly(
+    redis_server: RedisServer, redis: Redis, keys: Keys
+) -> None:
+    bridge = LookoutProcess(
+        "bridge-cli",
+        ["bridge", "--redis-url", redis_server.url, "--id", "cli-bridge", "--metrics-port", str(free_port())],
+    )
+    try:
+
+        async def registered() -> bool:
+            return [b.id for b in await live_bridges(redis, keys)] == ["cli-bridge"]
+
+        await wait_until(registered, timeout=60, what="bridge heartbeat")
+    finally:
+        code = bridge.stop(timeout=30)
+    assert code == 0, bridge.log_path.read_text()
+    assert not await redis.exists(keys.bridge("cli-bridge"))  # withdrawn at once, not left to expire
