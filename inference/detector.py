@@ -143,7 +143,8 @@ class Detector:
         chunk = len(batch) if self.max_batch == 0 else self.max_batch
         for start in range(0, len(batch), max(chunk, 1)):
             part = batch[start : start + chunk]
-            stacked = np.stack([p.tensor for p in part])
+            # One image needs no copy: a view with a batch axis is what the session takes.
+            stacked = part[0].tensor[None] if len(part) == 1 else np.stack([p.tensor for p in part])
             if len(part) < chunk and self.max_batch > 1:  # a fixed batch axis: pad the last call
                 filler = np.zeros((chunk - len(part), *stacked.shape[1:]), dtype=np.float32)
                 stacked = np.concatenate([stacked, filler])
