@@ -85,10 +85,15 @@ class Detector:
         provider: str = "auto",
         conf: float = 0.3,
         nms: float = 0.45,
+        inter_threads: int = 1,
     ) -> Detector:
-        """Resolve a name or path, open it on the best backend and tell its format; logs one line."""
+        """Resolve a name or path, open it on the best backend and tell its format; logs one line.
+
+        ``threads`` is the intra-op thread count (one per worker by default: see NOTES.md on pinning);
+        ``inter_threads`` matters only to graphs run in parallel mode, which this never asks for.
+        """
         path = resolve_model(model, model_dir if model_dir is not None else CommonSettings().model_dir)
-        backend = open_backend(path, threads=threads, provider=provider)
+        backend = open_backend(path, threads=threads, provider=provider, inter_threads=inter_threads)
         graph = backend.graph
         shape = graph.input_shape
         if len(shape) != 4 or (shape[1] not in (3, None) and not isinstance(shape[1], str)):

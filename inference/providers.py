@@ -71,13 +71,13 @@ def ort_providers(requested: str, available: Sequence[str]) -> list[str]:
 class OrtBackend:
     """An ONNX Runtime session with explicit thread counts and sequential execution."""
 
-    def __init__(self, path: Path, *, threads: int, provider: str) -> None:
+    def __init__(self, path: Path, *, threads: int, provider: str, inter_threads: int = 1) -> None:
         import onnxruntime as ort
 
         providers = ort_providers(provider, ort.get_available_providers())
         options = ort.SessionOptions()
         options.intra_op_num_threads = threads
-        options.inter_op_num_threads = 1
+        options.inter_op_num_threads = inter_threads  # only used by parallel execution; set anyway
         options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         options.log_severity_level = 3  # ORT's own warnings go to stderr unformatted; keep errors only
@@ -157,11 +157,13 @@ class TorchBackend:
         return [t.detach().float().cpu().numpy() for t in tensors]
 
 
-def open_backend(path: Path, *, threads: int, provider: str) -> Backend:
+def open_backend(path: Path, *, threads: int, provider: str, inter_threads: int = 1) -> Backend:
     if provider not in PROVIDERS:
         raise ProviderError(f"unknown provider {provider!r}; choose one of {', '.join(PROVIDERS)}")
-    if threads < 1:
-        raise ProviderError(f"threads must be at least 1, got {threads}")
+    if threads < 1 or inter_threads < 1:
+        raise ProviderError(
+            f"thread counts must be at least 1, got {threads} intra-op, {inter_threads} inter-op"
+        )
     if provider == "torch":
         return TorchBackend(path, threads=threads)
-    return OrtBackend(path, threads=threads, provider=provider)
+    return OrtBackend(path, threads=threads, provider=provider, inter_threads=inter_threads)

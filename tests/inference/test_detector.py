@@ -11,6 +11,7 @@ import pytest
 from inference.detector import Detector
 from inference.errors import UnsupportedImageError
 from tests.inference.reference import iou, reference_yolox
+from tests.inference.toy_models import constant_output_model
 from wire.messages import Detection
 
 
@@ -92,3 +93,14 @@ def test_warmup_runs(nano: Detector) -> None:
 def test_load_by_name_from_the_model_dir(model_path: Path) -> None:
     detector = Detector.load("yolox_nano", model_dir=model_path.parent, conf=0.5, nms=0.5)
     assert detector.path == model_path and detector.conf == 0.5 and detector.nms == 0.5
+
+
+def test_version_from_metadata(tmp_path: Path) -> None:
+    table = np.zeros((1, 3 * 84, 85), np.float32)
+    path = constant_output_model(tmp_path / "versioned.onnx", table, metadata={"version": "2026-11-30.3"})
+    assert Detector.load(path).version == "2026-11-30.3"
+
+
+def test_model_dir_defaults_to_the_environment(model_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("LOOKOUT_MODEL_DIR", str(model_path.parent))
+    assert Detector.load("yolox_nano").path == model_path

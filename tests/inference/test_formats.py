@@ -121,6 +121,21 @@ def test_dynamic_batch_runs_once_for_the_whole_batch(tmp_path: Path) -> None:
     assert found == [detector.detect(image) for image in images]
 
 
+def test_fixed_batch_axis_is_filled_and_padded(tmp_path: Path) -> None:
+    table = np.zeros((YOLOV7_ROWS, 85), np.float32)
+    table[0] = v7_row(32, 32, 16, 16, 0.0, 0, 1.0)
+    path = dynamic_batch_model(tmp_path / "fixed.onnx", table, batch=2)
+    detector = Detector.load(path, conf=0.05)
+    assert detector.max_batch == 2
+    calls: list[int] = []
+    run = detector.backend.run
+    detector.backend.run = lambda batch: (calls.append(len(batch)), run(batch))[1]  # type: ignore[method-assign]
+    images = [np.full((64, 64, 3), value, np.uint8) for value in (51, 102, 204)]
+    found = detector.detect_batch(images)
+    assert calls == [2, 2]  # the last call padded with an empty image
+    assert [round(f[0].score, 3) for f in found] == [0.2, 0.4, 0.8]
+
+
 def test_not_onnx_missing_and_bad_layout_are_model_load_errors(tmp_path: Path) -> None:
     text = tmp_path / "notes.onnx"
     text.write_text("this is not a model\n")

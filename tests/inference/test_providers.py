@@ -49,8 +49,16 @@ def test_one_log_line_says_what_runs(model_path: Path, caplog: pytest.LogCapture
 
 
 def test_bad_thread_count(model_path: Path) -> None:
-    with pytest.raises(ProviderError, match="threads"):
+    with pytest.raises(ProviderError, match="thread counts"):
         Detector.load(model_path, threads=0)
+    with pytest.raises(ProviderError, match="thread counts"):
+        Detector.load(model_path, inter_threads=0)
+
+
+def test_inter_op_threads_are_configurable(model_path: Path) -> None:
+    detector = Detector.load(model_path, threads=1, inter_threads=2, provider="cpu")
+    options = detector.backend.session.get_session_options()  # type: ignore[attr-defined]
+    assert (options.intra_op_num_threads, options.inter_op_num_threads) == (1, 2)
 
 
 @pytest.mark.skipif(not HAS_TORCH, reason="torch and onnx2torch are not installed")

@@ -45,7 +45,9 @@ def constant_output_model(
     return save(graph, path, metadata)
 
 
-def dynamic_batch_model(path: Path, table: np.ndarray, *, input_hw: tuple[int, int] = (64, 64)) -> Path:
+def dynamic_batch_model(
+    path: Path, table: np.ndarray, *, input_hw: tuple[int, int] = (64, 64), batch: int | str = "batch"
+) -> Path:
     """Input [batch,3,H,W]; output [batch,N,C] = table + mean(image) in column 4 (obj) of row 0.
 
     Each image in a batch gets its own objectness, so a batched run is told apart from a repeated one.
@@ -67,8 +69,8 @@ def dynamic_batch_model(path: Path, table: np.ndarray, *, input_hw: tuple[int, i
     graph = helper.make_graph(
         nodes,
         "dynamic",
-        [helper.make_tensor_value_info("images", TensorProto.FLOAT, ["batch", 3, *input_hw])],
-        [helper.make_tensor_value_info("output", TensorProto.FLOAT, ["batch", rows, cols])],
+        [helper.make_tensor_value_info("images", TensorProto.FLOAT, [batch, 3, *input_hw])],
+        [helper.make_tensor_value_info("output", TensorProto.FLOAT, [batch, rows, cols])],
         initializer=inits,
     )
     return save(graph, path)
