@@ -115,6 +115,18 @@ def test_bad_images_fail_alone_and_the_others_are_processed(
     assert cv2.imread(str(tmp_path / "out" / "dog.jpg")).shape == (576, 768, 3)
 
 
+def test_a_folder_stands_for_its_images(images_dir: Path, model_path: Path, tmp_path: Path) -> None:
+    for name in ("dog.jpg", "bus.jpg"):
+        (tmp_path / name).symlink_to(images_dir / name)
+    (tmp_path / "readme.md").write_text("not an image, and not picked up\n")
+    result = lookout("detect", tmp_path, "--conf", "0.5", model_dir=model_path.parent)
+    assert result.returncode == 0, result.stderr
+    records = [json.loads(line) for line in result.stdout.splitlines()]
+    assert [Path(r["image"]).name for r in records] == ["bus.jpg", "dog.jpg"]
+    assert "bus" in {d["label"] for d in records[0]["detections"]}
+    assert all(d["score"] >= 0.5 for r in records for d in r["detections"])
+
+
 def test_bad_models_fail_in_one_line(images_dir: Path, model_path: Path, tmp_path: Path) -> None:
     text = tmp_path / "notes.onnx"
     text.write_text("not a model\n")
