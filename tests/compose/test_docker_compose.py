@@ -1,0 +1,110 @@
+"""compose/docker-compose.yml: valid against the compose-spec schema, the profiles, GPUs and ports."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pytest
+from jsonschema import Draft7Validator
+
+from tests.compose.composefile import COMPOSE_DIR, raw, resolved, services_of
+
+SCHEMA = json.loads((COMPOSE_DIR / "schema" / "compose-spec.schema.json").read_text())
+
+CENTRAL = {"redis", "signaling", "bridge"}
+MONITORING = {"prometheus", "influxdb", "grafana", "node-exporter"}
+PROFILES = {
+    "single_host_cpu": CENTRAL | MONITORING | {"worker-cpu"},
+    "single_host_gpu": CENTRAL | MONITORING | {"worker-gpu"},
+    "central": CENTRAL | MONITORING,
+    "central_with_inference_cpu": CENTRAL | MONITORING | {"worker-cpu"},
+    "central_with_inference_gpu": CENTRAL | MONITORING | {"worker-gpu"},
+    "inference_cpu": {"worker-cpu", "node-exporter"},
+    "inference_gpu": {"worker-gpu", "node-exporter"},
+    "monitoring": MONITORING,
+}
+
+
+def schema_errors(document: dict[str, Any]) -> list[str]:
+    validator = Draft7Validator(SCHEMA)
+    return [f"{'/'.join(map(str, e.absolute_path))}: {e.message}" for e in validator.iter_errors(document)]
+
+
+def test_schema_is_the_compose_spec() -> None:
+    Draft7Validator.check_schema(SCHEMA)
+    assert SCHEMA["title"] == "Compose Specification"
+    assert "profiles" in SCHEMA["definitions"]["service"]["properties"]
+
+
+def test_valid_against_the_compose_spec_before_and_after_interpolation() -> None:
+    assert schema_errors(raw()) == []
+    assert schema_errors(resolved()) == []
+    central = resolved({"LOOKOUT_REDIS_URL": "redis://10.0.0.5:6379/0", "WORKER_REPLICAS": "4"})
+    assert schema_errors(central) == []
+
+
+def test_the_schema_catches_mistakes() -> None:
+    broken = resolved()
+    broken["services"]["worker-cpu"]["deploy"]["replicaz"] = 2
+    broken["services"]["bridge"]["ports"] = {"udp": "40000"}
+    errors = schema_errors(broken)
+    assert any("replicaz" in e for e in errors) and any("ports" in e for e in errors)
+
+
+@pytest.mark.parametrize("profile", sorted(PROFILES))
+def test_each_profile_has_its_services(profile: str) -> None:
+    assert services_of(profile) == PROFILES[profile]
+
+
+def test_every_service_belongs_to_a_known_profile() -> None:
+    for name, service in resolved()["services"].items():
+        assert service.get("profiles"), f"{name} would start in every deployment"
+        assert set(service["profiles"]) <= PROFILES.keys(), name
+
+
+def test_gpu_workers_reserve_the_gpu_and_cpu_workers_do_not() -> None:
+    services = resolved({"GPUS_PER_WORKER": "all"})["services"]
+    (device,) = services["worker-gpu"]["deploy"]["resources"]["reservations"]["devices"]
+    assert device == {"driver": "nvidia", "count": "all", "capabilities": ["gpu"]}
+    assert services["worker-gpu"]["build"]["dockerfile"] == "compose/Dockerfile.gpu"
+    assert "reservations" not in services["worker-cpu"]["deploy"].get("resources", {})
+    assert services["worker-cpu"]["build"]["dockerfile"] == "compose/Dockerfile"
+    assert services["worker-cpu"]["environment"]["LOOKOUT_PROVIDER"] == "cpu"
+
+
+def test_worker_replicas_are_configurable() -> None:
+    assert resolved()["services"]["worker-cpu"]["deploy"]["replicas"] == "2"
+    assert resolved({"WORKER_REPLICAS": "6"})["services"]["worker-cpu"]["deploy"]["replicas"] == "6"
+    assert resolved({"GPU_WORKER_REPLICAS": "3"})["services"]["worker-gpu"]["deploy"]["replicas"] == "3"
+
+
+@pytest.mark.parametrize("env", [{}, {"LOOKOUT_UDP_PORT_MIN": "50000", "LOOKOUT_UDP_PORT_MAX": "50010"}])
+def test_published_udp_range_is_the_bridges_range(env: dict[str, str]) -> None:
+    bridge = resolved(env)["services"]["bridge"]
+    low, high = (
+        int(bridge["environment"]["LOOKOUT_UDP_PORT_MIN"]),
+        int(bridge["environment"]["LOOKOUT_UDP_PORT_MAX"]),
+    )
+    assert 0 < low <= high
+    (udp,) = [p for p in bridge["ports"] if str(p).endswith("/udp")]
+    published, target = udp.removesuffix("/udp").split(":")
+    assert published == target == f"{low}-{high}"
+
+
+def test_inference_hosts_point_at_the_central_redis_from_env() -> None:
+    remote = resolved({"LOOKOUT_REDIS_URL": "redis://central.example:6379/0"})["services"]
+    assert remote["worker-cpu"]["environment"]["LOOKOUT_REDIS_URL"] == "redis://central.example:6379/0"
+    assert remote["worker-gpu"]["environment"]["LOOKOUT_REDIS_URL"] == "redis://central.example:6379/0"
+    # Without Redis in the inference profiles, the dependency on it must be optional.
+    for name in ("worker-cpu", "worker-gpu"):
+        assert remote[name]["depends_on"]["redis"]["required"] is False
+    assert resolved()["services"]["worker-cpu"]["environment"]["LOOKOUT_REDIS_URL"] == "redis://redis:6379/0"
+
+
+def test_mounted_files_exist() -> None:
+    for name, service in resolved()["services"].items():
+        for volume in service.get("volumes", []):
+            source = str(volume).split(":", 1)[0]
+            if source.startswith("./") and not source.startswith("./data/"):
+                assert (COMPOSE_DIR / source).exists(), f"{name} mounts {source}, which is not in compose/"
