@@ -13,6 +13,8 @@ export LOOKOUT_SHARED_DIR := $(SHARED)
 # CPU torch from this machine's disk (no CUDA download); override for a GPU training host.
 TORCH_SPEC ?= torch==2.14.1 torchvision==0.29.1
 EXTRAS ?= cpu,dev,train
+# YOLOX model and loss for `lookout train`; --no-deps (see the train extra in pyproject.toml).
+YOLOX_SPEC ?= pixeltable-yolox==0.4.3
 SYSTEM_PACKAGES := chromium redis-server prometheus
 PYTEST_ARGS ?=
 
@@ -36,6 +38,7 @@ $(VENV)/.installed: pyproject.toml Makefile
 	$(PIP) install -q --upgrade pip
 	$(PIP) install -q $(TORCH_SPEC)
 	$(PIP) install -q -e '.[$(EXTRAS)]'
+	case ',$(EXTRAS),' in *,train,*) $(PIP) install -q --no-deps $(YOLOX_SPEC);; esac
 	touch $@
 
 run: install ## start Redis, signaling on :8080, one bridge and the workers; Ctrl-C stops all

@@ -1,13 +1,303 @@
-"""Subcommands of this package (filled in by its issue)."""
+"""`lookout train` (fine-tuning through torchrun) and `lookout models list|promote|rollback|register`."""
 
 from __future__ import annotations
 
 import argparse
+import asyncio
+import logging
+import signal
+import subprocess
+import sys
+from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, TypeVar
+
+from wire.config import TrainSettings
+from wire.errors import LookoutError
+
+log = logging.getLogger("lookout.train")
+
+T = TypeVar("T")
+
+
+class TrainingFailedError(LookoutError):
+    """torchrun ended with an error (the ranks' log says why)."""
+
+
+class RedisUnavailableError(LookoutError):
+    """The registry's Redis cannot be reached."""
 
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    """Add this package's commands to `lookout`."""
+    """Add `lookout train`."""
+    from training.options import add_run_arguments
+
+    settings = TrainSettings()
+    parser = subparsers.add_parser(
+        "train",
+        help="fine-tune a YOLOX model with torchrun (DDP) and optionally publish it to the registry",
+        description="Fine-tune YOLOX (pixeltable-yolox model and loss) on YOLO-format folders or COCO "
+        "JSON, starting from an official .pth or from the deployed ONNX model itself. Runs torchrun: "
+        "one process per --nproc-per-node, DDP over gloo (CPU) or NCCL (GPU); across machines with "
+        "--nnodes and a c10d --rdzv-endpoint. Checkpoints every --checkpoint-every steps; a restarted "
+        "rank resumes from the checkpoint. At the end rank 0 exports OUT/model.onnx (the workers' "
+        "layout), checks it against PyTorch, evaluates before/after on --eval-data and, with "
+        "--publish, registers a new version. The same run also starts as `torchrun ... -m training`.",
+    )
+    add_run_arguments(parser, settings)
+    launch = parser.add_argument_group("torchrun")
+    launch.add_argument("--nproc-per-node", type=int, default=1, help="ranks on this machine (default: 1)")
+    launch.add_argument("--nnodes", default="1", help="machines taking part, or MIN:MAX (default: 1)")
+    launch.add_argument(
+        "--rdzv-endpoint",
+        default="",
+        help="HOST:PORT of the c10d rendezvous, the same on every node (required with --nnodes > 1)",
+    )
+    launch.add_argument("--rdzv-id", default="lookout-train", help="run id shared by every node of a run")
+    launch.add_argument(
+        "--max-restarts",
+        type=int,
+        default=settings.max_restarts,
+        help="elastic restarts after a rank fails "
+        f"(default: $LOOKOUT_MAX_RESTARTS or {settings.max_restarts})",
+    )
+    parser.set_defaults(func=run_train)
 
 
+def rank_argv(args: argparse.Namespace) -> list[str]:
+    """The arguments of ``-m training`` that reproduce ``args`` (the run options only)."""
+    from training.options import add_run_arguments
+
+    probe = argparse.ArgumentParser(add_help=False)
+    add_run_arguments(probe, TrainSettings())
+    argv: list[str] = []
+    for action in probe._actions:
+        value = getattr(args, action.dest, None)
+        flag = action.option_strings[0]
+        if isinstance(action, argparse._StoreTrueAction):
+            argv += [flag] if value else []
+        elif isinstance(action, argparse._AppendAction):
+            for item in value or []:
+                argv += [flag, str(item)]
+        elif value is not None:
+            argv += [flag, str(value)]
+    return argv
+
+
+def torchrun_argv(args: argparse.Namespace) -> list[str]:
+    launcher = [sys.executable, "-m", "torch.distributed.run"]
+    if str(args.nnodes) == "1" and not args.rdzv_endpoint:
+        launcher += ["--standalone", "--nnodes=1"]
+    else:
+        if not args.rdzv_endpoint:
+            raise LookoutError("--nnodes above 1 needs --rdzv-endpoint HOST:PORT (the same on every node)")
+        launcher += [
+            f"--nnodes={args.nnodes}",
+            "--rdzv-backend=c10d",
+            f"--rdzv-endpoint={args.rdzv_endpoint}",
+            f"--rdzv-id={args.rdzv_id}",
+        ]
+    launcher += [f"--nproc-per-node={args.nproc_per_node}", f"--max-restarts={args.max_restarts}"]
+    return [*launcher, "-m", "training", *rank_argv(args)]
+
+
+def run_train(args: argparse.Namespace) -> int:
+    try:
+        import torch  # noqa: F401
+        import yolox.models  # noqa: F401
+    except ImportError as exc:
+        raise LookoutError(
+            f"training needs the train extra ({exc.name} is missing): pip install -e '.[train]'"
+        ) from None
+    missing = [
+        str(path) for path in [*args.data, *([args.eval_data] if args.eval_data else [])] if not path.exists()
+    ]
+    if missing:
+        raise LookoutError(f"training data not found: {', '.join(missing)}")
+    command = torchrun_argv(args)
+    log.info("starting: %s", " ".join(command))
+    process = subprocess.Popen(command)
+    stopping: list[int] = []
+
+    def forward(signum: int, _frame: object) -> None:
+        # torchrun passes the signal on to every rank and waits for them: the run stops cleanly.
+        stopping.append(signum)
+        if process.poll() is None:
+            process.send_signal(signum)
+
+    previous = {sig: signal.signal(sig, forward) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        code = process.wait()
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+    if stopping:
+        log.info("training stopped on request (%s)", signal.Signals(stopping[0]).name)
+        return 0
+    if code != 0:
+        raise TrainingFailedError(f"training failed: torchrun exited with {code} (the log above says why)")
+    summary = args.out / "summary.json"
+    log.info("training done: %s", summary)
+    return 0
+
+
+# --- lookout models ... ----------------------------------------------------------------------------
 def register_models(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    """Add this package's actions to `lookout models`."""
+    """Add `lookout models list|promote|rollback|register`."""
+    settings = TrainSettings()
+
+    def common(parser: argparse.ArgumentParser) -> None:
+        parser.add_argument(
+            "--redis", dest="redis_url", default=settings.redis_url, help="Redis of the registry"
+        )
+        parser.add_argument("--key-prefix", default=settings.key_prefix, help="prefix of the registry's keys")
+
+    listing = subparsers.add_parser(
+        "list",
+        help="list registered model versions",
+        description="Every version of every model (or of NAME).",
+    )
+    listing.add_argument("name", nargs="?", default=None, metavar="NAME", help="only this model")
+    common(listing)
+    listing.set_defaults(func=run_list)
+
+    promote = subparsers.add_parser(
+        "promote",
+        help="make a version the one workers serve",
+        description="Set NAME's promoted version; running workers load it beside the old one, warm it up "
+        "and switch between batches. The previous version goes on the rollback history.",
+    )
+    promote.add_argument("name", metavar="NAME")
+    promote.add_argument("version", metavar="VERSION", help="a version from `lookout models list`")
+    common(promote)
+    promote.set_defaults(func=run_promote)
+
+    rollback = subparsers.add_parser(
+        "rollback", help="promote again the version served before", description="Undo the last promotion."
+    )
+    rollback.add_argument("name", metavar="NAME")
+    common(rollback)
+    rollback.set_defaults(func=run_rollback)
+
+    add = subparsers.add_parser(
+        "register",
+        help="add an ONNX file to the registry as a new version",
+        description="Check that FILE is an ONNX model, copy it into the registry store "
+        "($LOOKOUT_REGISTRY_DIR) as NAME's next version and index it. It is not promoted.",
+    )
+    add.add_argument("name", metavar="NAME")
+    add.add_argument("file", type=Path, metavar="FILE")
+    add.add_argument("--metric", action="append", default=[], metavar="KEY=VALUE", help="e.g. ap=0.33")
+    add.add_argument("--parent", default="", help="version or file it was trained from")
+    add.add_argument(
+        "--registry-dir", type=Path, default=settings.registry_dir, help="file store of versions"
+    )
+    common(add)
+    add.set_defaults(func=run_register)
+
+
+def _with_registry(args: argparse.Namespace, action: Callable[[Any, Any], Awaitable[T]]) -> T:
+    from redis.asyncio import Redis
+    from redis.exceptions import ConnectionError as RedisConnectionError
+    from redis.exceptions import TimeoutError as RedisTimeoutError
+
+    from wire.keys import Keys
+
+    async def run() -> T:
+        try:
+            redis = Redis.from_url(args.redis_url, socket_connect_timeout=5)
+        except ValueError as exc:
+            raise LookoutError(f"invalid Redis URL {args.redis_url!r}: {exc}") from exc
+        try:
+            return await action(redis, Keys(args.key_prefix))
+        except (RedisConnectionError, RedisTimeoutError, OSError) as exc:
+            raise RedisUnavailableError(
+                f"cannot reach the registry's Redis at {args.redis_url}: {exc}"
+            ) from exc
+        finally:
+            await redis.aclose()
+
+    return asyncio.run(run())
+
+
+def run_list(args: argparse.Namespace) -> int:
+    from wire import registry
+
+    async def action(redis: Any, keys: Any) -> list[tuple[Any, str | None]]:
+        names = [args.name] if args.name else await registry.model_names(redis, keys)
+        rows = []
+        for name in names:
+            current = await registry.promoted(redis, keys, name)
+            for entry in await registry.list_versions(redis, keys, name):
+                rows.append((entry, current.version if current else None))
+        return rows
+
+    rows = _with_registry(args, action)
+    if not rows:
+        print("no model versions registered" + (f" for {args.name}" if args.name else ""))
+        return 0
+    print(f"{'':2}{'NAME':<16} {'VERSION':<8} {'SHA256':<12} {'AP':>6} {'AP50':>6}  {'CREATED':<19}  PARENT")
+    for entry, current in rows:
+        mark = "* " if entry.version == current else "  "
+        created = datetime.fromtimestamp(entry.created / 1000, UTC).strftime("%Y-%m-%d %H:%M:%S")
+        ap = entry.metrics.get("ap")
+        ap50 = entry.metrics.get("ap50")
+        print(
+            f"{mark}{entry.name:<16} {entry.version:<8} {entry.sha256[:12]:<12} "
+            f"{'-' if ap is None else f'{ap:.3f}':>6} {'-' if ap50 is None else f'{ap50:.3f}':>6}  "
+            f"{created:<19}  {entry.parent}"
+        )
+    print("(* = promoted)")
+    return 0
+
+
+def run_promote(args: argparse.Namespace) -> int:
+    from wire import registry
+
+    entry = _with_registry(args, lambda redis, keys: registry.promote(redis, keys, args.name, args.version))
+    print(f"promoted {entry.name} {entry.version} (sha256 {entry.sha256[:12]})")
+    return 0
+
+
+def run_rollback(args: argparse.Namespace) -> int:
+    from wire import registry
+
+    entry = _with_registry(args, lambda redis, keys: registry.rollback(redis, keys, args.name))
+    print(f"rolled back {entry.name} to {entry.version}")
+    return 0
+
+
+def run_register(args: argparse.Namespace) -> int:
+    from wire import registry
+
+    metrics = {}
+    for item in args.metric:
+        key, sep, value = item.partition("=")
+        try:
+            metrics[key] = float(value) if sep else float("nan")
+        except ValueError:
+            raise LookoutError(f"--metric {item!r}: expected KEY=NUMBER") from None
+        if not sep:
+            raise LookoutError(f"--metric {item!r}: expected KEY=NUMBER")
+    _check_onnx(args.file)
+    entry = _with_registry(
+        args,
+        lambda redis, keys: registry.register(
+            redis, keys, args.registry_dir, args.name, args.file, metrics=metrics, parent=args.parent
+        ),
+    )
+    print(f"registered {entry.name} {entry.version} (sha256 {entry.sha256[:12]}) at {entry.path}")
+    return 0
+
+
+def _check_onnx(path: Path) -> None:
+    if not path.is_file():
+        raise LookoutError(f"model file not found: {path}")
+    import onnx
+
+    try:
+        onnx.checker.check_model(str(path))
+    except Exception as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise LookoutError(f"{path} is not a valid ONNX model: {first}") from exc

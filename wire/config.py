@@ -21,6 +21,10 @@ class CommonSettings(BaseSettings):
     redis_url: str = Field(default="redis://127.0.0.1:6379/0", description="Redis server all services share.")
     key_prefix: str = Field(default="lookout", description="Prefix of every Redis key, to share one Redis.")
     model_dir: Path = Field(default=Path("models"), description="Folder where model names are looked up.")
+    registry_dir: Path = Field(
+        default=Path("registry"),
+        description="Model registry file store (a shared volume): a folder per model, a file per version.",
+    )
     log_level: str = Field(default="INFO", description="Python logging level: DEBUG, INFO, WARNING, ERROR.")
     heartbeat_interval_s: float = Field(default=1.0, description="Seconds between liveness heartbeats.")
     heartbeat_ttl_s: float = Field(default=5.0, description="Seconds after the last heartbeat a process is dead.")
@@ -62,6 +66,18 @@ class WorkerSettings(StreamSettings):
     hard_examples_max: int = Field(default=1000, description="Most frames the hard-example store keeps.")
     hard_examples_every: int = Field(default=10, description="Sample at most one uncertain frame in N.")
     watch_registry: bool = Field(default=True, description="Follow promotions in the model registry.")
+
+
+class TrainSettings(CommonSettings):
+    """``lookout train``: fine-tuning runs (torchrun) and publishing to the model registry."""
+
+    train_dir: Path = Field(default=Path("runs/train"), description="Run folder: checkpoint, exported model.")
+    train_batch: int = Field(default=8, ge=1, description="Images per rank and optimizer step.")
+    train_lr: float = Field(
+        default=1e-5, gt=0, description="SGD learning rate of fine-tuning runs (low: no collapse)."
+    )
+    checkpoint_every: int = Field(default=50, ge=1, description="Optimizer steps between checkpoints.")
+    max_restarts: int = Field(default=3, ge=0, description="Elastic restarts torchrun allows after a failure.")
 
 
 class BridgeSettings(StreamSettings):

@@ -1,0 +1,95 @@
+"""The ranks themselves (`torchrun ... -m training`): two nodes over c10d, and an elastic restart."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+from tests.support.processes import OUTPUT, LookoutProcess
+from tests.support.redis_server import free_port
+
+REPO = Path(__file__).resolve().parents[2]
+TINY = ["--limit=4", "--batch=1", "--threads=1", "--size=256", "--lr=1e-5"]
+
+
+def _torchrun(name: str, args: list[str]) -> tuple[subprocess.Popen[bytes], Path]:
+    log = OUTPUT / "logs" / f"{name}.log"
+    log.parent.mkdir(parents=True, exist_ok=True)
+    with log.open("wb") as handle:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "torch.distributed.run", *args],
+            stdout=handle,
+            stderr=subprocess.STDOUT,
+            cwd=REPO,
+            env={**os.environ, "PYTHONUNBUFFERED": "1"},
+            start_new_session=True,
+        )
+    return process, log
+
+
+def _finish(process: subprocess.Popen[bytes], timeout: float) -> int:
+    try:
+        return process.wait(timeout)
+    finally:
+        if process.poll() is None:
+            os.killpg(process.pid, 9)
+            process.wait()
+
+
+def test_two_nodes_end_with_identical_weights(tmp_path: Path, coco128: Path, model_path: Path) -> None:
+    endpoint = f"127.0.0.1:{free_port()}"
+    common = ["--nnodes=2", "--nproc-per-node=1", "--rdzv-backend=c10d", f"--rdzv-endpoint={endpoint}"]
+    run = ["-m", "training", f"--data={coco128}", *TINY, "--iters=2", f"--from={model_path}"]
+    nodes = [
+        _torchrun(f"train-node{i}", [*common, "--rdzv-id=two-nodes", *run, f"--out={tmp_path / f'node{i}'}"])
+        for i in range(2)
+    ]
+    codes = [_finish(process, 240) for process, _ in nodes]
+    logs = [log.read_text(errors="replace") for _, log in nodes]
+    assert codes == [0, 0], "\n".join(log[-3000:] for log in logs)
+    digests = [re.findall(r"rank (\d): final weights sha256 ([0-9a-f]{64})", log) for log in logs]
+    assert sorted(rank for found in digests for rank, _ in found) == ["0", "1"]  # one rank per node
+    (_, first), (_, second) = digests[0][0], digests[1][0]
+    assert first == second
+    rank0 = next(tmp_path / f"node{i}" for i in range(2) if (tmp_path / f"node{i}" / "summary.json").exists())
+    summary = json.loads((rank0 / "summary.json").read_text())
+    assert summary["world_size"] == 2 and summary["weights_sha256"] == first
+
+
+def test_a_killed_rank_is_restarted_and_resumes_from_the_checkpoint(
+    tmp_path: Path, coco128: Path, model_path: Path
+) -> None:
+    # Rank 1 SIGKILLs itself before step 4 on the first attempt; rank 0 has checkpointed step 2 by then.
+    process = LookoutProcess(
+        "train-restart",
+        [
+            "train",
+            "--nproc-per-node=2",
+            "--max-restarts=1",
+            f"--data={coco128}",
+            *TINY,
+            "--iters=5",
+            "--checkpoint-every=2",
+            f"--from={model_path}",
+            f"--out={tmp_path}",
+        ],
+        env={"LOOKOUT_TRAIN_KILL_AT": "1:3"},
+    )
+    try:
+        code = process.process.wait(timeout=240)
+    finally:
+        process.stop()
+    log = process.log_path.read_text(errors="replace")
+    assert code == 0, log[-4000:]
+    assert "rank 1: killing itself at iteration 3" in log
+    assert "failed (exitcode: -9) local_rank: 1" in log  # torchrun saw the SIGKILL
+    assert "rank 0: resumed from checkpoint at iteration 2" in log
+    assert "rank 1: resumed from checkpoint at iteration 2" in log
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    assert summary["resumed_from"] == 2 and summary["iterations"] == 5
+    assert not math.isnan(summary["loss_before"])  # measured by the first attempt, kept across the restart
