@@ -106,5 +106,7 @@ def test_mounted_files_exist() -> None:
     for name, service in resolved()["services"].items():
         for volume in service.get("volumes", []):
             source = str(volume).split(":", 1)[0]
-            if source.startswith("./") and not source.startswith("./data/"):
+            if source.startswith("./"):
                 assert (COMPOSE_DIR / source).exists(), f"{name} mounts {source}, which is not in compose/"
+            elif not source.startswith(("/", "../")):
+                assert source in resolved()["volumes"], f"{name} mounts the undeclared volume {source}"
