@@ -193,3 +193,19 @@ def test_an_overtaken_result_is_not_drawn_over_a_newer_one(page: Page, server: S
     page.wait_for_function("() => window.lookout.results.length === 1")
     assert page.evaluate("window.lookout.results.map((r) => r.seq)") == [7]
     expect(page.get_by_test_id("detections")).to_have_text("person")
+
+
+def test_a_refused_join_is_hung_up_and_retried(page: Page, server: ScriptedServer) -> None:
+    server.wait_for(lambda: len(server.sockets) == 1, "the page to connect")
+    page.get_by_test_id("start").click()
+    server.wait_for(lambda: len(server.of_type("join")) == 1, "a join")
+    server.send(
+        {"type": "error", "code": "bad_state", "message": "session s-0 is live; send bye before joining"}
+    )
+    server.wait_for(lambda: len(server.of_type("join")) == 2, "a second join")
+    kinds = [m["type"] for m in server.received if m["type"] in ("join", "bye")]
+    assert kinds == ["join", "bye", "join"]  # the stale server session is ended first
+    server.send({"type": "bye", "reason": "no live session"})  # the reply to that bye: not a hang-up
+    joined(server, "s-1")
+    server.wait_for(lambda: len(server.of_type("offer")) == 1, "the offer")
+    assert page.evaluate("window.lookout.session") == "s-1"

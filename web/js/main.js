@@ -16,6 +16,7 @@ const params = new URLSearchParams(location.search);
 const FPS_CHOICES = [1, 2, 5, 10, 15, 20, 25, 30];
 const BOX_HOLD_MS = 1500; // boxes older than this are wiped: a stalled pipeline must not leave stale boxes
 const RECENT_RESULTS = 200; // results kept in window.lookout.results for inspection
+const SETUP_TIMEOUT_MS = 20000; // join to media flowing; beyond the server's offer timeout (10 s) plus ICE
 const MATCHABLE_RESULTS = 30; // results a shown frame may be matched with (synced display)
 const SYNC_MARGIN_MS = 40; // display delay beyond the results' latency: encode and send time, jitter
 const MAX_DISPLAY_DELAY_MS = 1000; // a slower pipeline shows older boxes rather than an older picture
@@ -63,6 +64,7 @@ class LookoutPage {
     this.joinPending = false;
     this.unansweredByes = 0; // the server answers each bye with a bye: those are not hang-ups of its own
     this.rejoinTimer = null;
+    this.setupTimer = null; // fires when a join has not led to connected media in time
     this.pending = null; // the newest result, not drawn yet (live display)
     this.matchable = []; // recent results of this session, by seq (synced display)
     this.frames = new FrameBuffer();
@@ -156,7 +158,24 @@ class LookoutPage {
     if (ui.fps.value) fields.sample_fps = Number(ui.fps.value);
     this.joinPending = true;
     this.setStatus(`Joining (model ${fields.model || "default"})…`);
-    if (!this.connection.send("join", fields)) this.joinPending = false;
+    if (!this.connection.send("join", fields)) {
+      this.joinPending = false;
+      return;
+    }
+    // Whatever gets lost on the way (a reply, an ICE check), a join that does not end live is retried.
+    clearTimeout(this.setupTimer);
+    this.setupTimer = setTimeout(() => this.onSetupTimeout(), SETUP_TIMEOUT_MS);
+  }
+
+  onSetupTimeout() {
+    if (!this.wantLive || this.isConnected()) return;
+    this.hangUp("setup timed out");
+    this.showError("setup_timeout");
+    this.scheduleRejoin();
+  }
+
+  isConnected() {
+    return this.pc !== null && this.pc.connectionState === "connected";
   }
 
   scheduleRejoin() {
@@ -204,6 +223,7 @@ class LookoutPage {
     if (pc !== this.pc) return;
     const state = pc.connectionState;
     if (state === "connected") {
+      clearTimeout(this.setupTimer);
       this.rejoinBackoff.reset();
       this.clearError();
       const s = this.session;
@@ -224,6 +244,7 @@ class LookoutPage {
 
   /** Close the peer connection and forget the session (the camera stays open). */
   endSession() {
+    clearTimeout(this.setupTimer);
     this.session = null;
     this.joinPending = false;
     if (this.pc) {
@@ -326,19 +347,32 @@ class LookoutPage {
 
   onServerError(msg) {
     const code = msg.code;
+    const settingUp = this.joinPending || (this.session !== null && !this.isConnected());
+    // While a join is pending, an error is its answer (the server handles one message at a time):
+    // without this a refused join would block every later join.
+    this.joinPending = false;
     this.showError(code, msg.message);
-    // These end the join or offer in flight; protocol errors (bad_message, ...) leave the session be.
-    // After bad_sdp the server keeps the session for another offer, which this page cannot improve on.
-    if (code === "bad_sdp") this.hangUp("unusable offer");
-    else if (RETRYABLE.has(code) || FATAL.has(code)) this.endSession();
-    if (RETRYABLE.has(code)) {
-      const delayMs = this.scheduleRejoin();
-      if (delayMs !== undefined) this.setStatus(`Not live. Retrying in ${(delayMs / 1000).toFixed(1)} s…`);
-    } else if (FATAL.has(code)) {
+    if (FATAL.has(code)) {
+      // After bad_sdp the server keeps the session for another offer, which this page cannot improve
+      // on: hang up there too. The other fatal codes refuse a join, so there is nothing to hang up.
+      this.hangUp(`stopped after ${code}`);
       this.wantLive = false;
       this.updateButtons();
       this.setStatus("Stopped.");
+      return;
     }
+    if (RETRYABLE.has(code)) {
+      this.endSession(); // the server already ended it, or never started it
+    } else if (settingUp) {
+      // bad_state, internal, ...: the join or offer was refused. The server may still hold a session
+      // this page does not know (bad_state), so always say bye before joining again.
+      if (this.connection.send("bye", { reason: `restarting after ${code}` })) this.unansweredByes += 1;
+      this.endSession();
+    } else {
+      return; // a complaint about some other message: the live session carries on
+    }
+    const delayMs = this.scheduleRejoin();
+    if (delayMs !== undefined) this.setStatus(`Not live. Retrying in ${(delayMs / 1000).toFixed(1)} s…`);
   }
 
   onConnectionLost(delayMs) {
@@ -550,7 +584,7 @@ window.lookout = {
     return [...page.errors];
   },
   get connected() {
-    return page.pc !== null && page.pc.connectionState === "connected";
+    return page.isConnected();
   },
   codec: () => negotiatedCodec(page.pc),
   start: () => page.start(),

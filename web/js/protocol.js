@@ -48,6 +48,8 @@ export function describeError(code, serverText = "", context = {}) {
       return "The media bridge did not answer in time. Retrying…";
     case "connection_lost":
       return "Connection to the server lost. Reconnecting…";
+    case "setup_timeout":
+      return "The video connection could not be set up in time. Retrying…";
     case "media_failed":
       return "The video connection to the media bridge failed. Rejoining…";
     case "rate_limited":
