@@ -1,13 +1,126 @@
-"""Subcommands of this package (filled in by its issue)."""
+"""`lookout worker`: one inference worker process serving one model from its Redis frame stream."""
 
 from __future__ import annotations
 
 import argparse
+import asyncio
+import logging
+import signal
+from typing import TYPE_CHECKING, Any
+
+from wire.config import WorkerSettings
+from wire.errors import LookoutError
+
+if TYPE_CHECKING:
+    from inference.worker import Worker
+
+log = logging.getLogger("lookout.worker")
+
+
+class WorkerConfigError(LookoutError):
+    """An option or LOOKOUT_* variable of the worker has a value it cannot use."""
+
+
+# flag -> WorkerSettings field; every flag defaults to the settings (LOOKOUT_* variables, then built-ins).
+FLAGS: dict[str, tuple[str, type]] = {
+    "--model": ("model", str),
+    "--redis": ("redis_url", str),
+    "--batch": ("batch", int),
+    "--threads": ("threads", int),
+    "--conf": ("conf", float),
+    "--nms": ("nms", float),
+    "--provider": ("provider", str),
+    "--model-dir": ("model_dir", str),
+    "--id": ("worker_id", str),
+    "--metrics-port": ("metrics_port", int),
+    "--claim-idle-ms": ("claim_idle_ms", int),
+    "--claim-interval-s": ("claim_interval_s", float),
+    "--shutdown-grace-s": ("shutdown_grace_s", float),
+    "--key-prefix": ("key_prefix", str),
+}
 
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    """Add this package's commands to `lookout`."""
+    """Add `lookout worker`."""
+    parser = subparsers.add_parser(
+        "worker",
+        help="run an inference worker for one model (a replica: start as many as you like)",
+        description="Read frames of one model from Redis (consumer group), detect objects and publish "
+        "each frame's result or counted drop to its session. Workers of one model share the load; "
+        "a dead worker's frames are claimed by the live ones. Stop with Ctrl-C or SIGTERM: in-flight "
+        "frames are finished first.",
+    )
+    fields = WorkerSettings.model_fields
+    for flag, (name, kind) in FLAGS.items():
+        info = fields[name]
+        env = f"LOOKOUT_{name.upper()}"
+        default = info.default if info.default not in (None, "") else "none"
+        parser.add_argument(
+            flag,
+            dest=name,
+            type=kind,
+            default=None,
+            help=f"{info.description} (default: ${env} or {default})",
+        )
+    parser.set_defaults(func=run_worker)
 
 
-def register_models(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    """Add this package's actions to `lookout models`."""
+def settings_from(args: argparse.Namespace) -> WorkerSettings:
+    """The worker's settings: LOOKOUT_* variables, overridden by the flags given."""
+    from pydantic import ValidationError
+
+    overrides: dict[str, Any] = {name: getattr(args, name) for name, _kind in FLAGS.values()}
+    try:
+        return WorkerSettings(**{name: value for name, value in overrides.items() if value is not None})
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(p) for p in first["loc"])
+        raise WorkerConfigError(f"invalid worker setting {where}: {first['msg']}") from exc
+
+
+def run_worker(args: argparse.Namespace) -> int:
+    settings = settings_from(args)
+    from redis.asyncio import Redis
+
+    try:
+        redis = Redis.from_url(settings.redis_url)
+    except ValueError as exc:
+        raise WorkerConfigError(f"invalid Redis URL {settings.redis_url!r}: {exc}") from exc
+    from inference.detector import Detector
+
+    detector = Detector.load(
+        settings.model,
+        model_dir=settings.model_dir,
+        threads=settings.threads,
+        provider=settings.provider,
+        conf=settings.conf,
+        nms=settings.nms,
+    )
+    if settings.metrics_port:
+        from wire.metrics import start_metrics_server
+
+        try:
+            start_metrics_server(settings.metrics_port)
+        except OSError as exc:
+            raise WorkerConfigError(f"cannot serve /metrics on port {settings.metrics_port}: {exc}") from exc
+        log.info("serving Prometheus metrics on :%d/metrics", settings.metrics_port)
+    return asyncio.run(_serve(redis, detector, settings))
+
+
+async def _serve(redis: Any, detector: Any, settings: WorkerSettings) -> int:
+    from inference.worker import Worker
+
+    worker: Worker = Worker(redis, detector, settings)
+    loop = asyncio.get_running_loop()
+
+    def request_stop(sig: signal.Signals) -> None:
+        log.info("received %s: stopping", sig.name)
+        worker.stop()
+
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, request_stop, sig)
+    try:
+        await worker.run()
+    finally:
+        await redis.aclose()
+    return 0

@@ -38,6 +38,7 @@ from wire.messages import (
 )
 from wire.metrics import FRAMES_DROPPED
 from wire.outcomes import publish_outcome
+from wire.tasks import cancel_and_wait
 
 log = logging.getLogger(__name__)
 
@@ -133,9 +134,7 @@ class FrameClient:
     async def close(self) -> None:
         """Stop reading; waiting submitters get a client-side TIMEOUT drop (counted)."""
         if self._reader is not None:
-            self._reader.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._reader
+            await cancel_and_wait(self._reader)
             self._reader = None
         pending, self._pending = self._pending, {}
         for seq, (future, model) in pending.items():
