@@ -15,7 +15,7 @@ from playwright.sync_api import Browser, Page, Playwright, expect
 from playwright.sync_api import TimeoutError as PlaywrightTimeoutError
 
 from tests.lookout.live_stack import LiveStack
-from tests.support.browser import launch_chromium, open_live_page, wait_for_results
+from tests.support.browser import INK_SCRIPT, launch_chromium, open_live_page, wait_for_results
 from tests.support.processes import LookoutProcess
 
 pytestmark = pytest.mark.slow
@@ -142,16 +142,21 @@ def test_restarted_signaling_is_reported_and_the_page_reconnects(browser: Browse
         page.context.close()
 
 
-def test_no_worker_alive_says_no_worker(browser: Browser, idle_stack: LiveStack) -> None:
+def test_no_worker_alive_says_no_worker(browser: Browser, idle_stack: LiveStack, output_dir: Path) -> None:
     page = open_live_page(browser, idle_stack.url)
     try:
         expect(page.get_by_test_id("error")).to_contain_text("No worker is running", timeout=15_000)
         expect(page.get_by_test_id("model-select")).to_contain_text("0 workers")
+        # The camera picture shows all the same (synced display: drawn by the page, no results needed).
+        page.wait_for_function(f"() => ({INK_SCRIPT})('#picture') > 0", timeout=15_000, polling=200)
+        page.screenshot(path=str(output_dir / "web-no-worker.png"))
     finally:
         page.context.close()
 
 
-def test_denied_camera_is_explained(playwright: Playwright, fake_camera: Path, idle_stack: LiveStack) -> None:
+def test_denied_camera_is_explained(
+    playwright: Playwright, fake_camera: Path, idle_stack: LiveStack, output_dir: Path
+) -> None:
     # Without --use-fake-ui-for-media-stream the permission prompt stays, and headless Chromium denies it.
     denying = launch_chromium(playwright, fake_camera, grant_camera=False)
     try:
@@ -159,5 +164,6 @@ def test_denied_camera_is_explained(playwright: Playwright, fake_camera: Path, i
         expect(page.get_by_test_id("error")).to_contain_text("Camera access was denied", timeout=15_000)
         expect(page.get_by_test_id("start")).to_be_enabled()
         assert page.evaluate("window.lookout.session") is None
+        page.screenshot(path=str(output_dir / "web-camera-denied.png"))
     finally:
         denying.close()
