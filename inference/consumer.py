@@ -96,9 +96,9 @@ class StreamConsumer:
                 self.stream, self.group, self.name, min_idle_ms, start_id="0-0", count=count, justid=True
             )
 
-        reply = cast(list[object], await self._with_group(command))
-        ids = cast(list[bytes | None], reply[1] if len(reply) > 1 else [])
-        return [entry_id.decode() for entry_id in ids if entry_id is not None]
+        # redis-py parses a JUSTID reply down to the list of claimed ids (no cursor, no deleted ids).
+        ids = cast(list[bytes | None], await self._with_group(command))
+        return [entry_id.decode() for entry_id in ids if isinstance(entry_id, bytes)]
 
     async def own_pending(self, count: int = 256) -> list[Entry]:
         """Entries delivered to this consumer and not acked yet, with their fields (empty if trimmed)."""

@@ -1,0 +1,182 @@
+"""FrameClient and iter_outcomes against a real redis-server (a small in-test responder plays the worker)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator
+
+import pytest
+from redis.asyncio import Redis
+
+from tests.support.redis_server import RedisServer
+from wire.client import FrameClient, iter_outcomes
+from wire.config import StreamSettings
+from wire.keys import WORKER_GROUP, Keys
+from wire.liveness import WorkerInfo, beat
+from wire.messages import DropReason, DropRecord, DropSite, FrameMessage, ResultMessage
+from wire.metrics import FRAMES_DROPPED
+from wire.outcomes import drop_counts, publish_outcome
+from wire.tasks import cancel_and_wait
+
+MODEL = "m"
+
+
+async def _respond(redis: Redis, keys: Keys, *, ignore: set[int] | None = None) -> None:
+    """Answer every frame on the model's stream with an empty result, except the seqs in ``ignore``."""
+    stream = keys.frames(MODEL)
+    with contextlib.suppress(Exception):
+        await redis.xgroup_create(stream, WORKER_GROUP, id="0", mkstream=True)
+    while True:
+        reply = await redis.xreadgroup(WORKER_GROUP, "fake", {stream: ">"}, count=10, block=200)
+        for _stream, entries in reply or []:
+            for entry_id, fields in entries:
+                frame = FrameMessage.from_fields(fields)
+                await redis.xack(stream, WORKER_GROUP, entry_id)
+                if ignore and frame.seq in ignore:
+                    continue
+                result = ResultMessage(
+                    session=frame.session,
+                    seq=frame.seq,
+                    capture_ms=frame.capture_ms,
+                    model=MODEL,
+                    model_version="v",
+                    worker="fake",
+                    width=frame.width,
+                    height=frame.height,
+                )
+                await publish_outcome(redis, keys, result, maxlen=100, ttl_s=60)
+
+
+@pytest.fixture
+async def responder(redis: Redis, keys: Keys) -> AsyncIterator[None]:
+    task = asyncio.create_task(_respond(redis, keys, ignore={1}))
+    yield
+    await cancel_and_wait(task)
+
+
+async def test_detect_resolves_to_the_frames_own_result(redis: Redis, keys: Keys, responder: None) -> None:
+    async with FrameClient(redis, keys=keys) as client:
+        outcome = await client.detect(b"jpeg", model=MODEL, width=4, height=3, timeout_s=30)
+        assert isinstance(outcome, ResultMessage)
+        assert (outcome.session, outcome.seq, outcome.width) == (client.session, 0, 4)
+        assert client.in_flight == 0
+
+
+async def test_a_frame_without_outcome_times_out_as_a_counted_drop(
+    redis: Redis, keys: Keys, responder: None
+) -> None:
+    async with FrameClient(redis, keys=keys) as client:
+        await client.detect(b"jpeg", model=MODEL, width=1, height=1, timeout_s=30)  # seq 0
+        before = FRAMES_DROPPED.labels(model=MODEL, site="client", reason="timeout")._value.get()
+        outcome = await client.detect(
+            b"jpeg", model=MODEL, width=1, height=1, timeout_s=0.5
+        )  # seq 1: ignored
+        assert isinstance(outcome, DropRecord)
+        assert (outcome.reason, outcome.site, outcome.seq) == (DropReason.TIMEOUT, DropSite.CLIENT, 1)
+        assert (await drop_counts(redis, keys, MODEL))["timeout"] == 1
+        assert FRAMES_DROPPED.labels(model=MODEL, site="client", reason="timeout")._value.get() == before + 1
+        assert client.in_flight == 0
+
+
+async def test_close_resolves_waiting_frames_with_a_drop(redis: Redis, keys: Keys) -> None:
+    client = FrameClient(redis, keys=keys)
+    seq, future = await client.submit(b"jpeg", model=MODEL, width=1, height=1)
+    await client.close()
+    outcome = future.result()
+    assert isinstance(outcome, DropRecord) and outcome.reason is DropReason.TIMEOUT and outcome.seq == seq
+    assert client.in_flight == 0
+
+
+async def test_a_seq_in_flight_cannot_be_submitted_twice(redis: Redis, keys: Keys) -> None:
+    async with FrameClient(redis, keys=keys) as client:
+        await client.submit(b"a", model=MODEL, width=1, height=1, seq=5)
+        with pytest.raises(ValueError, match="already in flight"):
+            await client.submit(b"b", model=MODEL, width=1, height=1, seq=5)
+
+
+async def test_frames_carry_the_default_deadline_and_the_stream_is_bounded(redis: Redis, keys: Keys) -> None:
+    settings = StreamSettings(frame_stream_maxlen=20, frame_deadline_ms=750)
+    async with FrameClient(redis, keys=keys, settings=settings) as client:
+        for _ in range(300):
+            await client.submit(b"x", model=MODEL, width=1, height=1, capture_ms=1000.0)
+        entries = await redis.xrange(keys.frames(MODEL), count=1)
+        frame = FrameMessage.from_fields(entries[0][1])
+        assert frame.deadline_ms == 1750.0 and frame.session == client.session
+        assert await redis.xlen(keys.frames(MODEL)) < 150  # trimmed (MAXLEN ~), not 300
+
+
+async def test_each_client_sees_only_its_own_session(redis: Redis, keys: Keys, responder: None) -> None:
+    async with FrameClient(redis, keys=keys) as first, FrameClient(redis, keys=keys) as second:
+        a = await first.detect(b"1", model=MODEL, width=1, height=1, timeout_s=30)
+        b = await second.detect(b"2", model=MODEL, width=1, height=1, timeout_s=30)
+        assert (a.session, b.session) == (first.session, second.session)
+        assert first.session != second.session
+
+
+async def test_drop_publishes_a_counted_record(redis: Redis, keys: Keys) -> None:
+    async with FrameClient(redis, keys=keys) as client:
+        await client.drop(
+            9, model=MODEL, reason=DropReason.IN_FLIGHT_LIMIT, site=DropSite.BRIDGE, detail="full"
+        )
+        ((_id, fields),) = await redis.xrange(keys.results(client.session))
+        assert b"in_flight_limit" in fields[b"body"]
+        assert await drop_counts(redis, keys, MODEL) == {"in_flight_limit": 1}
+
+
+async def test_has_worker_follows_heartbeats(redis: Redis, keys: Keys) -> None:
+    async with FrameClient(redis, keys=keys) as client:
+        assert not await client.has_worker(MODEL)
+        await beat(redis, keys.worker("w1"), WorkerInfo(id="w1", model=MODEL), ttl_s=30)
+        assert await client.has_worker(MODEL)
+        assert not await client.has_worker("other")
+
+
+async def test_iter_outcomes_starts_now_on_a_missing_stream_and_skips_garbage(
+    redis: Redis, keys: Keys
+) -> None:
+    seen: list[int] = []
+
+    async def follow() -> None:
+        async for outcome in iter_outcomes(redis, keys, "s9", block_ms=200):
+            seen.append(outcome.seq)
+
+    task = asyncio.create_task(follow())
+    try:
+        await asyncio.sleep(0.3)  # the follower resolved "$" on a stream that does not exist yet
+        await redis.xadd(keys.results("s9"), {"kind": "result", "body": "{broken"})
+        for seq in (1, 2):
+            record = DropRecord(session="s9", seq=seq, reason=DropReason.DEADLINE, site=DropSite.WORKER)
+            await publish_outcome(redis, keys, record, maxlen=10, ttl_s=10)
+        for _ in range(100):
+            if len(seen) == 2:
+                break
+            await asyncio.sleep(0.1)
+        assert seen == [1, 2]
+    finally:
+        await cancel_and_wait(task)
+
+
+async def test_iter_outcomes_rides_out_a_redis_restart(private_redis: RedisServer, keys: Keys) -> None:
+    redis = Redis.from_url(private_redis.url)
+    seen: list[int] = []
+
+    async def follow() -> None:
+        async for outcome in iter_outcomes(redis, keys, "s1", block_ms=200):
+            seen.append(outcome.seq)
+
+    task = asyncio.create_task(follow())
+    try:
+        await asyncio.sleep(0.3)
+        private_redis.restart()
+        record = DropRecord(session="s1", seq=42, reason=DropReason.DEADLINE, site=DropSite.WORKER)
+        for _ in range(150):
+            if seen:
+                break
+            with contextlib.suppress(Exception):
+                await publish_outcome(redis, keys, record, maxlen=10, ttl_s=10)
+            await asyncio.sleep(0.2)
+        assert 42 in seen
+    finally:
+        await cancel_and_wait(task)
+        await redis.aclose()
