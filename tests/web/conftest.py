@@ -11,7 +11,14 @@ from playwright.sync_api import Browser, Page, Playwright, sync_playwright
 
 from tests.support.browser import launch_chromium, serve_web_dir, write_y4m
 
-pytestmark = pytest.mark.browser
+WEB_TESTS = Path(__file__).parent
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Every test here drives real Chromium: mark them (``-m "not browser"`` skips them)."""
+    for item in items:
+        if WEB_TESTS in item.path.parents:
+            item.add_marker(pytest.mark.browser)
 
 
 @pytest.fixture(scope="package")
