@@ -23,6 +23,7 @@ import socket
 import threading
 import time
 import uuid
+from collections import deque
 from collections.abc import Callable, Coroutine, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -150,7 +151,8 @@ class Worker:
         self.started_ms = now_ms()
         self.consumer = StreamConsumer(redis, self.keys.frames(self.model), self.id)
         self._jobs: dict[str, Job | None] = {}  # entry id -> job (None while its intake decides)
-        self._ready: asyncio.Queue[Job] = asyncio.Queue()
+        self._ready: deque[Job] = deque()  # decoded and prepared, in stream order
+        self._ready_event = asyncio.Event()
         self._freed = asyncio.Event()
         self._stopping = asyncio.Event()
         self._intake_lock = asyncio.Lock()  # a read and an own-pending sweep must not both take an entry
@@ -224,25 +226,31 @@ class Worker:
                 continue
             try:
                 async with self._intake_lock:
-                    entries = await self.consumer.read(free, READ_BLOCK_MS)
+                    # One read is one batch: its frames are decoded together and inferred together.
+                    entries = await self.consumer.read(min(free, self.batch), READ_BLOCK_MS)
                     self._register(entries)
             except REDIS_DOWN_ERRORS as exc:
                 await outage.failed(exc)
                 continue
             outage.ok()
-            for entry_id, fields in entries:
-                await self._intake(entry_id, fields)
+            await self._take(entries)
 
     def _register(self, entries: list[Entry]) -> None:
         for entry_id, _fields in entries:
             self._jobs.setdefault(entry_id, None)
 
-    async def _intake(self, entry_id: str, fields: dict[bytes, bytes]) -> None:
-        """Refuse the entry with a counted drop, or start decoding it."""
+    async def _take(self, entries: list[Entry]) -> None:
+        """Refuse what cannot be inferred (counted drops) and start decoding the rest as one group."""
+        jobs = [job for entry_id, fields in entries if (job := await self._accept(entry_id, fields))]
+        if jobs:
+            self._spawn(self._prepare(jobs))
+
+    async def _accept(self, entry_id: str, fields: dict[bytes, bytes]) -> Job | None:
+        """The entry's job, or None once it has been refused with a counted drop."""
         FRAMES_IN.labels(site=DropSite.WORKER.value, model=self.model).inc()
         if not fields:
             await self._end_unroutable(entry_id, DropReason.TRIMMED)
-            return
+            return None
         try:
             frame = FrameMessage.from_fields(fields)
         except MalformedMessageError as exc:
@@ -250,18 +258,18 @@ class Worker:
             if not session:
                 log.warning("dropping entry %s: %s (no session to tell)", entry_id, exc)
                 await self._end_unroutable(entry_id, DropReason.MALFORMED)
-                return
+                return None
             drop = self._drop_record(session, seq, capture_ms, DropReason.MALFORMED, str(exc))
             await self._end([(entry_id, drop)])
-            return
+            return None
         refusal = self._refusal(frame)
         if refusal is not None:
             await self._end([(entry_id, self._drop(frame, *refusal))])
-            return
+            return None
         job = Job(entry_id=entry_id, frame=frame, read_ms=now_ms())
         QUEUE_WAIT_SECONDS.labels(model=self.model).observe(max(0.0, job.read_ms - frame.submitted_ms) / 1000)
         self._jobs[entry_id] = job
-        self._spawn(self._prepare(job))
+        return job
 
     def _refusal(self, frame: FrameMessage) -> tuple[DropReason, str] | None:
         """Why a parsed frame cannot be inferred, before spending any work on it."""
@@ -282,6 +290,16 @@ class Worker:
         return None
 
     # --- decoding and inference -------------------------------------------------------------------
+    def _decode_and_prepare_all(self, jobs: list[Job], detector: FrameDetector) -> list[Exception | None]:
+        failures: list[Exception | None] = []
+        for job in jobs:
+            try:
+                self._decode_and_prepare(job, detector)
+                failures.append(None)
+            except Exception as exc:
+                failures.append(exc)
+        return failures
+
     def _decode_and_prepare(self, job: Job, detector: FrameDetector) -> None:
         started = time.perf_counter()
         image = decode_image(
@@ -293,30 +311,42 @@ class Worker:
         job.preprocess_ms = _elapsed_ms(started)
         job.image = image
 
-    async def _prepare(self, job: Job) -> None:
+    async def _prepare(self, jobs: list[Job]) -> None:
+        """Decode and prepare a group of frames on the cpu thread; refuse the ones that fail."""
         try:
-            await self._in_thread(self._cpu_pool, self._decode_and_prepare, job, self.detector)
-        except ImageTooLargeError as exc:
-            await self._end([(job.entry_id, self._drop(job.frame, DropReason.TOO_LARGE, str(exc)))])
-        except ImageError as exc:
-            await self._end([(job.entry_id, self._drop(job.frame, DropReason.UNDECODABLE, str(exc)))])
-        except Exception as exc:
-            log.exception("preparing frame %s/%d failed", job.frame.session, job.frame.seq)
-            await self._end([(job.entry_id, self._drop(job.frame, DropReason.INFERENCE_ERROR, repr(exc)))])
-        else:
-            await self._ready.put(job)
+            failures = await self._in_thread(
+                self._cpu_pool, self._decode_and_prepare_all, jobs, self.detector
+            )
+        except RuntimeError as exc:  # the pool was shut down under us: the worker is stopping
+            failures = [exc for _job in jobs]
+        refused = []
+        for job, failure in zip(jobs, failures, strict=True):
+            if failure is None:
+                self._ready.append(job)
+            else:
+                refused.append((job.entry_id, self._drop(job.frame, *self._image_refusal(job, failure))))
+        self._ready_event.set()
+        if refused:
+            await self._end(refused)
+
+    def _image_refusal(self, job: Job, failure: Exception) -> tuple[DropReason, str]:
+        if isinstance(failure, ImageTooLargeError):
+            return DropReason.TOO_LARGE, str(failure)
+        if isinstance(failure, ImageError):
+            return DropReason.UNDECODABLE, str(failure)
+        log.error("preparing frame %s/%d failed: %r", job.frame.session, job.frame.seq, failure)
+        return DropReason.INFERENCE_ERROR, repr(failure)
 
     async def _next_batch(self) -> list[Job]:
-        """The frames ready now, up to ``batch``, waiting for the first; applies a requested swap first."""
+        """Up to ``batch`` prepared frames, waiting for the first; applies a requested swap first."""
         while True:
             self._apply_swap()
-            try:
-                first = await asyncio.wait_for(self._ready.get(), READ_BLOCK_MS / 1000)
-            except TimeoutError:
+            if not self._ready:
+                self._ready_event.clear()
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._ready_event.wait(), READ_BLOCK_MS / 1000)
                 continue
-            jobs = [first]
-            while len(jobs) < self.batch and not self._ready.empty():
-                jobs.append(self._ready.get_nowait())
+            jobs = [self._ready.popleft() for _ in range(min(self.batch, len(self._ready)))]
             self._apply_swap()
             return jobs
 
@@ -566,8 +596,7 @@ class Worker:
                 continue
             if claimed or orphans:
                 log.info("claimed %d idle frame(s); handling %d pending frame(s)", len(claimed), len(orphans))
-            for entry_id, fields in orphans:
-                await self._intake(entry_id, fields)
+            await self._take(orphans)
 
     def _apply_swap(self) -> None:
         swap, self._swap = self._swap, None
