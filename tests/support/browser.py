@@ -185,3 +185,13 @@ def wait_for_results(
         after_seq,
     )
     return got
+
+
+def wait_for_ink(page: Page, selector: str = "#overlay", minimum: int = 1, timeout_s: float = 10.0) -> None:
+    """Until the canvas has at least ``minimum`` painted pixels (boxes come and go with the frames)."""
+    page.wait_for_function(
+        f"([selector, minimum]) => ({INK_SCRIPT})(selector) >= minimum",
+        arg=[selector, minimum],
+        timeout=timeout_s * 1000,
+        polling=100,
+    )

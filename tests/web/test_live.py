@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 from playwright.sync_api import Browser, Page, expect
 
-from tests.support.browser import canvas_ink, open_live_page, wait_for_results
+from tests.support.browser import open_live_page, wait_for_ink, wait_for_results
 from tests.support.processes import LookoutProcess
 from tests.support.redis_server import free_port
 
@@ -67,12 +67,11 @@ def test_live_detections_are_drawn_over_the_video(
         results = wait_for_results(page, 5, label="person")
         assert all(r["width"] > 0 and r["height"] > 0 for r in results)
         expect(page.get_by_test_id("detections")).to_contain_text("person")
-        page.wait_for_function("() => window.lookout.page.shown !== null", timeout=10_000, polling=100)
-        assert canvas_ink(page) > 500  # boxes and labels, not a stray pixel
+        wait_for_ink(page, "#overlay", minimum=500)  # boxes and labels, not a stray pixel
         # Synced: the delayed picture is painted (opaque) over the video; live: it is hidden.
         assert page.get_by_test_id("picture").is_visible() is synced
         if synced:
-            assert canvas_ink(page, "#picture") > 0
+            wait_for_ink(page, "#picture")
         expect(page.get_by_test_id("stat-latency")).to_have_text(re.compile(r"^\d+ ms$"))
         expect(page.get_by_test_id("stat-people")).to_have_text(re.compile(r"^\d+$"))
         expect(page.get_by_test_id("stat-model")).to_have_text("yolox_nano")

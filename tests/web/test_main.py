@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 from playwright.sync_api import Browser, Page, WebSocketRoute, expect
 
-from tests.support.browser import canvas_ink, serve_web_dir
+from tests.support.browser import canvas_ink, serve_web_dir, wait_for_ink
 
 EMPTY = "\u2013"  # the en dash the panel shows for "no value"
 HELLO = {"v": 1, "type": "hello", "default_model": "yolox_nano", "sample_fps": 10, "max_sample_fps": 30}
@@ -64,7 +64,8 @@ def page(browser: Browser) -> Iterator[Page]:
 def server(page: Page) -> ScriptedServer:
     server = ScriptedServer(page)
     origin = serve_web_dir(page)
-    page.goto(f"{origin}/index.html?codec=vp8")
+    # The live display: boxes stay up to 1.5 s after their result, so a test can look at them.
+    page.goto(f"{origin}/index.html?codec=vp8&sync=0")
     return server
 
 
@@ -134,7 +135,7 @@ def test_results_are_drawn_and_counted_and_foreign_ones_ignored(page: Page, serv
     expect(page.get_by_test_id("stat-dropped")).to_have_text("3")
     expect(page.get_by_test_id("stat-latency")).to_have_text(re.compile(r"^\d+ ms$"))
     expect(page.get_by_test_id("detections")).to_contain_text("person \u00d7 2")
-    assert canvas_ink(page) > 0
+    wait_for_ink(page)
     assert page.evaluate("window.lookout.foreignResults") == 1
     assert page.evaluate("window.lookout.results.map(r => [r.session, r.seq])") == [["s-mine", 1]]
 
@@ -176,13 +177,24 @@ def test_lost_connection_is_reported_then_reconnected_and_rejoined(
     expect(page.get_by_test_id("error")).to_be_hidden()
 
 
-def test_stop_says_bye_and_releases_the_camera(page: Page, server: ScriptedServer) -> None:
+def test_stop_says_bye_and_releases_the_camera_and_start_works_again(
+    page: Page, server: ScriptedServer
+) -> None:
     start_session(page, server)
     page.get_by_test_id("stop").click()
     server.wait_for(lambda: len(server.of_type("bye")) == 1, "a bye")
     expect(page.get_by_test_id("status")).to_contain_text("Stopped")
     assert page.evaluate("document.getElementById('video').srcObject") is None
     assert page.evaluate("window.lookout.session") is None
+
+    # Start again: a new camera stream, and frames (which the synced display draws on) flow again.
+    page.get_by_test_id("start").click()
+    server.wait_for(lambda: len(server.of_type("join")) == 2, "a second join")
+    joined(server, "s-2")
+    server.wait_for(lambda: len(server.of_type("offer")) == 2, "a second offer")
+    server.send(detections("s-2", 1, ["person"]))
+    expect(page.get_by_test_id("stat-people")).to_have_text("1")
+    wait_for_ink(page)
 
 
 def test_an_overtaken_result_is_not_drawn_over_a_newer_one(page: Page, server: ScriptedServer) -> None:
@@ -209,3 +221,24 @@ def test_a_refused_join_is_hung_up_and_retried(page: Page, server: ScriptedServe
     joined(server, "s-1")
     server.wait_for(lambda: len(server.of_type("offer")) == 1, "the offer")
     assert page.evaluate("window.lookout.session") == "s-1"
+
+
+def test_synced_display_shows_frames_delayed_with_their_own_boxes(page: Page, server: ScriptedServer) -> None:
+    page.goto(page.url.replace("&sync=0", ""))  # the default display
+    server.wait_for(lambda: len(server.sockets) == 2, "the reloaded page to connect")
+    expect(page.get_by_test_id("sync")).to_be_checked()
+    page.get_by_test_id("start").click()
+    server.wait_for(lambda: len(server.of_type("join")) == 1, "a join")
+    joined(server, "s-1")
+    server.wait_for(lambda: len(server.of_type("offer")) == 1, "the offer")
+    boxes_seen = False
+    for seq in range(1, 40):  # a result every 100 ms, each for a frame captured 40 ms before
+        server.send(detections("s-1", seq, ["person"]))
+        page.wait_for_timeout(100)
+        if canvas_ink(page) > 0:
+            boxes_seen = True
+            break
+    assert boxes_seen
+    assert canvas_ink(page, "#picture") > 0  # the delayed picture is painted under the boxes
+    delay = page.evaluate("window.lookout.page.displayDelayMs()")
+    assert 40 <= delay <= 1000  # at least the results' latency, never more than the cap
