@@ -29,6 +29,7 @@ from wire.keys import Keys
 from wire.liveness import BridgeInfo, beat
 from wire.messages import now_ms
 from wire.metrics import LIVE_SESSIONS
+from wire.tasks import cancel_and_wait
 
 log = logging.getLogger(__name__)
 
@@ -63,15 +64,11 @@ class MediaBridge:
         try:
             await stop.wait()
         finally:
-            for task in tasks:
-                task.cancel()
-            await asyncio.gather(*tasks, return_exceptions=True)
+            await cancel_and_wait(*tasks)  # re-cancels: redis-py can swallow a cancellation
             await self.shutdown()
 
     async def shutdown(self) -> None:
-        for task in list(self._handlers):
-            task.cancel()
-        await asyncio.gather(*self._handlers, return_exceptions=True)
+        await cancel_and_wait(*self._handlers)
         sessions = list(self.sessions.values())
         await asyncio.gather(*(s.close("bridge shutting down") for s in sessions), return_exceptions=True)
         with contextlib.suppress(RedisConnectionError, RedisTimeoutError, OSError):

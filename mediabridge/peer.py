@@ -17,6 +17,7 @@ from wire.client import FrameClient
 from wire.config import BridgeSettings
 from wire.keys import Keys
 from wire.messages import now_ms
+from wire.tasks import cancel_and_wait
 
 log = logging.getLogger(__name__)
 
@@ -128,13 +129,7 @@ class PeerSession:
         self._closing = True
         log.info("session %s: closing (%s)", self.session, reason)
         current = asyncio.current_task()
-        for task in self._tasks:
-            if task is not current:
-                task.cancel()
-        for task in self._tasks:
-            if task is not current:
-                with contextlib.suppress(asyncio.CancelledError, Exception):
-                    await task
+        await cancel_and_wait(*(task for task in self._tasks if task is not current))
         await self.sampler.close()
         with contextlib.suppress(Exception):
             await self._pc.close()

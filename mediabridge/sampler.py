@@ -21,6 +21,7 @@ import numpy as np
 
 from wire.messages import DropReason, DropRecord, DropSite, ResultMessage, now_ms
 from wire.metrics import FRAMES_IN
+from wire.tasks import cancel_and_wait
 
 log = logging.getLogger(__name__)
 
@@ -231,8 +232,7 @@ class Sampler:
             # Wait, don't cancel: a frame still at a worker usually ends within a frame time, and one that
             # does not is counted as a client TIMEOUT by FrameClient.close rather than lost.
             await asyncio.wait(pending, timeout=CLOSE_GRACE_S)
-        for task in [*self._drops, *self._waiters]:
-            task.cancel()
+        await cancel_and_wait(*self._drops, *self._waiters)
 
 
 def _log_failure(task: asyncio.Task[None]) -> None:

@@ -40,6 +40,7 @@ from wire.signaling import (
     ErrorMessage,
     StatsMessage,
 )
+from wire.tasks import cancel_and_wait
 
 log = logging.getLogger(__name__)
 
@@ -111,9 +112,7 @@ class LiveSession:
         LIVE_SESSIONS.labels(site="signaling").dec()
         current = asyncio.current_task()
         others = [t for t in self._tasks if t is not current]
-        for task in others:
-            task.cancel()
-        await asyncio.gather(*others, return_exceptions=True)
+        await cancel_and_wait(*others)  # re-cancels: redis-py can swallow a cancellation
         with contextlib.suppress(RedisConnectionError, RedisTimeoutError, OSError):
             if hang_up:
                 request = HangupRequest(session=self.id, deadline_ms=now_ms() + 10_000)

@@ -18,6 +18,7 @@ from lookout.webrtc_client import LiveClient, LiveClientError
 from signaling.app import create_app
 from tests.signaling.rest_harness import FakeWorker
 from tests.signaling.ws_harness import StillTrack, running_bridge, signaling_settings
+from tests.support.processes import wait_until
 from tests.support.redis_server import RedisServer
 from wire.keys import Keys
 from wire.liveness import BridgeInfo, beat
@@ -183,7 +184,11 @@ async def test_abuse_then_a_fresh_session_still_works(
 
         # 4. The server is healthy and a fresh session gets detections.
         await healthy(client)
-        assert not await redis.exists(keys.session(session))  # closing the socket ended its session
+
+        async def session_gone() -> bool:  # closing the socket ends its session (server side, async)
+            return not await redis.exists(keys.session(session))
+
+        await wait_until(session_gone, timeout=20, what="the closed socket's session to end")
         url = str(client.make_url("/")).rstrip("/")
         async with LiveClient(url, ice_host_addresses=["127.0.0.1"], timeout_s=30) as live:
             joined = await live.join(sample_fps=5)
