@@ -3,19 +3,29 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
+from pydantic import BaseModel
 
+from wire.bridge_rpc import BridgeReply, HangupRequest, OfferRequest, SessionEvent, SessionRecord
+from wire.messages import Detection, Timings
 from wire.signaling import (
+    CLIENT_TYPES,
     MAX_SDP_CHARS,
+    AnswerMessage,
+    ByeMessage,
     DetectionsMessage,
     ErrorCode,
     ErrorMessage,
     HelloMessage,
+    JoinedMessage,
     JoinMessage,
+    ModelAvailability,
     ModelsMessage,
     OfferMessage,
     SignalingProtocolError,
+    StatsMessage,
     parse_client_message,
     parse_server_message,
 )
@@ -81,3 +91,60 @@ def test_server_messages_carry_version_and_type_and_round_trip() -> None:
     )
     back = parse_server_message(detections.model_dump_json())
     assert isinstance(back, DetectionsMessage) and back.detections[0].box == (1, 2, 3, 4)
+
+
+def _section(name: str) -> str:
+    text = (Path(__file__).resolve().parents[2] / "docs" / "protocol.md").read_text()
+    start = text.index(f"<!-- section: {name} ")
+    end = text.find("\n## ", start)
+    return text[start : end if end != -1 else len(text)]
+
+
+@pytest.mark.parametrize(
+    ("section", "models"),
+    [
+        (
+            "signaling",
+            [
+                JoinMessage,
+                OfferMessage,
+                ByeMessage,
+                HelloMessage,
+                ModelsMessage,
+                JoinedMessage,
+                AnswerMessage,
+                DetectionsMessage,
+                StatsMessage,
+                ErrorMessage,
+                ModelAvailability,
+                Detection,
+                Timings,
+            ],
+        ),
+        ("bridge-rpc", [OfferRequest, HangupRequest, BridgeReply, SessionEvent, SessionRecord]),
+    ],
+)
+def test_protocol_doc_names_every_field(section: str, models: list[type[BaseModel]]) -> None:
+    doc = _section(section)
+    missing = [
+        f"{m.__name__}.{f}" for m in models for f in m.model_fields if f"`{f}`" not in doc and f != "v"
+    ]
+    assert not missing, f"docs/protocol.md section {section} does not name: {missing}"
+    assert "`v`" in doc or '"v": 1' in doc
+
+
+def test_protocol_doc_names_every_error_code_and_message_type() -> None:
+    doc = _section("signaling")
+    assert not [code.value for code in ErrorCode if f"`{code.value}`" not in doc]
+    for kind in (
+        *CLIENT_TYPES,
+        "hello",
+        "models",
+        "joined",
+        "answer",
+        "detections",
+        "stats",
+        "error",
+        "pong",
+    ):
+        assert f"`{kind}`" in doc, kind
