@@ -242,3 +242,29 @@ def test_synced_display_shows_frames_delayed_with_their_own_boxes(page: Page, se
     assert canvas_ink(page, "#picture") > 0  # the delayed picture is painted under the boxes
     delay = page.evaluate("window.lookout.page.displayDelayMs()")
     assert 40 <= delay <= 1000  # at least the results' latency, never more than the cap
+
+
+def test_a_choice_changed_during_a_join_starts_over_with_it(page: Page, server: ScriptedServer) -> None:
+    server.wait_for(lambda: len(server.sockets) == 1, "the page to connect")
+    page.get_by_test_id("start").click()
+    server.wait_for(lambda: len(server.of_type("join")) == 1, "a join")
+    page.get_by_test_id("fps-select").select_option("5")  # before the server answers the join
+    joined(server, "s-old")
+    server.wait_for(lambda: len(server.of_type("join")) == 2, "a join with the new rate")
+    kinds = [m["type"] for m in server.received if m["type"] in ("join", "bye", "offer")]
+    assert kinds == ["join", "bye", "join"]  # no offer for the stale session
+    assert server.of_type("join")[1]["sample_fps"] == 5
+
+
+def test_stop_during_a_join_ignores_its_late_answer(page: Page, server: ScriptedServer) -> None:
+    server.wait_for(lambda: len(server.sockets) == 1, "the page to connect")
+    page.get_by_test_id("start").click()
+    server.wait_for(lambda: len(server.of_type("join")) == 1, "a join")
+    page.get_by_test_id("stop").click()
+    server.wait_for(lambda: len(server.of_type("bye")) == 1, "the bye")
+    joined(server, "s-late")  # the server answered the join before it read the bye
+    server.send({"type": "bye", "reason": "session ended"})
+    page.wait_for_timeout(300)
+    assert page.evaluate("window.lookout.session") is None
+    assert server.of_type("offer") == []
+    expect(page.get_by_test_id("status")).to_contain_text("Stopped")

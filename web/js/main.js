@@ -62,6 +62,7 @@ class LookoutPage {
     this.hello = null;
     this.session = null; // {session, bridge, model, sample_fps} of the current join
     this.joinPending = false;
+    this.choiceChanged = false; // the model or rate changed while a join was in flight
     this.unansweredByes = 0; // the server answers each bye with a bye: those are not hang-ups of its own
     this.rejoinTimer = null;
     this.setupTimer = null; // fires when a join has not led to connected media in time
@@ -142,7 +143,10 @@ class LookoutPage {
   }
 
   onChoiceChanged() {
-    if (!this.wantLive || !(this.session || this.joinPending)) return;
+    if (!this.wantLive) return;
+    // A join in flight is answered first (one request at a time on the socket); then start over.
+    if (this.joinPending) this.choiceChanged = true;
+    if (!this.session) return; // otherwise the next join (a retry) uses the new choice anyway
     // A new model or rate is a new session: hang up and join again with the new choice.
     this.hangUp("choice changed");
     this.join();
@@ -188,7 +192,14 @@ class LookoutPage {
 
   async onJoined(msg) {
     this.joinPending = false;
+    if (!this.wantLive || !this.stream) return; // stopped meanwhile: the bye sent then ends it there
     this.session = msg;
+    if (this.choiceChanged) {
+      this.choiceChanged = false;
+      this.hangUp("choice changed");
+      this.join();
+      return;
+    }
     this.bridges.push(msg.bridge);
     this.clearPanel();
     this.setStatus(`Connecting video to bridge ${msg.bridge}…`);
@@ -247,6 +258,7 @@ class LookoutPage {
     clearTimeout(this.setupTimer);
     this.session = null;
     this.joinPending = false;
+    this.choiceChanged = false; // the next join takes the current choice anyway
     if (this.pc) {
       this.pc.close();
       this.pc = null;
