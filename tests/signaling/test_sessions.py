@@ -16,11 +16,12 @@ from redis.asyncio import Redis
 
 from signaling.app import create_app
 from signaling.sessions import new_session_id
+from signaling.ws import pick_bridge
 from tests.signaling.rest_harness import FakeWorker
 from tests.signaling.ws_harness import signaling_settings
 from tests.support.processes import wait_until
 from tests.support.redis_server import RedisServer
-from wire.bridge_rpc import HangupRequest, SessionEvent, next_request, publish_event
+from wire.bridge_rpc import HangupRequest, SessionEvent, load_session, next_request, publish_event
 from wire.keys import Keys
 from wire.liveness import BridgeInfo, beat
 from wire.messages import Detection, DropReason, DropRecord, DropSite, ResultMessage, now_ms
@@ -178,3 +179,37 @@ async def _subscribed(redis: Redis, keys: Keys, session: str) -> bool:
 def test_session_ids_are_unique_and_long() -> None:
     ids = {new_session_id() for _ in range(1000)}
     assert len(ids) == 1000 and all(len(i) == 34 for i in ids)
+
+
+def test_the_least_loaded_bridge_with_room_is_picked() -> None:
+    bridges = [
+        BridgeInfo(id="busy", sessions=5, max_sessions=16),
+        BridgeInfo(id="full", sessions=2, max_sessions=2),
+        BridgeInfo(id="light", sessions=1, max_sessions=16),
+    ]
+    assert pick_bridge(bridges).id == "light"  # type: ignore[union-attr]
+    assert pick_bridge([BridgeInfo(id="full", sessions=2, max_sessions=2)]) is None
+    assert pick_bridge([]) is None
+
+
+async def test_replicas_share_state_through_redis(
+    aiohttp_client: Any, redis_server: RedisServer, redis: Redis, keys: Keys
+) -> None:
+    one = await aiohttp_client(create_app(signaling_settings(redis_server.url)))
+    two = await aiohttp_client(create_app(signaling_settings(redis_server.url)))
+    await beat(redis, keys.bridge("loaded"), BridgeInfo(id="loaded", sessions=3), 60)
+    await beat(redis, keys.bridge("idle"), BridgeInfo(id="idle", sessions=0), 60)
+    gauge = REGISTRY.get_sample_value("lookout_live_sessions", {"site": "signaling"}) or 0.0
+    async with FakeWorker(redis, keys, MODEL, consume=False):
+        ws_one, joined_one = await joined_socket(one)
+        ws_two, joined_two = await joined_socket(two)
+    # Each replica picked from the same registry, and wrote its session where any replica can see it.
+    assert joined_one["bridge"] == joined_two["bridge"] == "idle"
+    record = await load_session(redis, keys, joined_one["session"])
+    assert record is not None and record.bridge == "idle" and record.model == MODEL
+    assert REGISTRY.get_sample_value("lookout_live_sessions", {"site": "signaling"}) == gauge + 2
+    # Results reach the socket of the session, whichever replica serves it.
+    await publish_outcome(redis, keys, result(joined_two["session"], 7), maxlen=64, ttl_s=60)
+    assert (await receive(ws_two, "detections"))["seq"] == 7
+    await ws_one.close()
+    await ws_two.close()
