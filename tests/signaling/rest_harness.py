@@ -8,22 +8,26 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 from collections.abc import AsyncIterator, Callable
-from typing import Any
+from pathlib import Path
+from typing import Any, cast
 
 import cv2
 import jsonschema
 import numpy as np
 from aiohttp import web
+from redis import Redis as SyncRedis
 from redis.asyncio import Redis
 
 from signaling.appkeys import KEYS, REDIS, SETTINGS
 from signaling.openapi import openapi_document
 from signaling.rest import setup_rest
+from tests.support.processes import LookoutProcess
 from wire.config import SignalingSettings
 from wire.keys import WORKER_GROUP, Keys
 from wire.liveness import WorkerInfo, beat
-from wire.messages import Detection, DropReason, DropRecord, DropSite, FrameMessage, ResultMessage
+from wire.messages import Detection, DropReason, DropRecord, DropSite, Fields, FrameMessage, ResultMessage
 from wire.outcomes import publish_outcome
 
 
@@ -87,7 +91,7 @@ class FakeWorker:
             reply = await self.redis.xreadgroup(
                 WORKER_GROUP, "fake-worker", {self.keys.frames(self.model): ">"}, count=8, block=200
             )
-            for _stream, entries in reply or []:
+            for _stream, entries in cast(list[tuple[bytes, list[tuple[bytes, Fields]]]], reply or []):
                 for entry_id, fields in entries:
                     frame = FrameMessage.from_fields(fields)
                     self.seen.append(frame)
@@ -129,7 +133,8 @@ def response_validator(status: int) -> Callable[[Any], None]:
     schema = dict(responses[str(status)]["content"]["application/json"]["schema"])
     schema["components"] = document["components"]
     validator = jsonschema.Draft202012Validator(schema)
-    return validator.validate
+    validate: Callable[[Any], None] = validator.validate
+    return validate
 
 
 def check_documented(status: int, body: Any) -> None:
@@ -149,3 +154,24 @@ def png_bytes(width: int = 64, height: int = 48) -> bytes:
     ok, encoded = cv2.imencode(".png", image)
     assert ok
     return encoded.tobytes()
+
+
+def start_worker(name: str, redis_url: str, model_dir: Path, *extra: str) -> LookoutProcess:
+    """A real `lookout worker` process for yolox_nano; waits (generously) until its heartbeat is up."""
+    worker = LookoutProcess(
+        name,
+        ["worker", "--model", "yolox_nano", "--model-dir", str(model_dir), "--redis", redis_url, *extra],
+    )
+    client = SyncRedis.from_url(redis_url)
+    try:
+        deadline = time.monotonic() + 90
+        while time.monotonic() < deadline:
+            if not worker.alive():
+                raise AssertionError(f"the worker exited:\n{worker.log()[-3000:]}")
+            if any(True for _ in client.scan_iter(match=Keys().worker_pattern())):
+                return worker
+            time.sleep(0.2)
+        worker.stop()
+        raise AssertionError(f"the worker did not come up within 90 s:\n{worker.log()[-3000:]}")
+    finally:
+        client.close()

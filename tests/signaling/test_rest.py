@@ -195,8 +195,7 @@ async def test_oversized_bodies_and_images_are_413(make_client: MakeClient) -> N
 
 async def test_the_api_key_protects_detect(make_client: MakeClient, redis: Redis, keys: Keys) -> None:
     client = await make_client(api_key="s3cret")
-    image = {"data": jpeg_bytes(), "headers": {"Content-Type": "image/jpeg"}}
-    missing = await client.post("/api/v1/detect", **image)
+    missing = await client.post("/api/v1/detect", data=jpeg_bytes(), headers={"Content-Type": "image/jpeg"})
     wrong = await client.post(
         "/api/v1/detect", data=jpeg_bytes(), headers={"Content-Type": "image/jpeg", "X-API-Key": "nope"}
     )
