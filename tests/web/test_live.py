@@ -42,7 +42,8 @@ def live_url(shared_dir: Path) -> Iterator[str]:
             time.sleep(0.2)
         yield f"http://127.0.0.1:{port}/"
     finally:
-        assert up.stop() == 0, f"`lookout up` did not stop cleanly:\n{up.log()[-3000:]}"
+        # `lookout up` gives each part 10 s to stop before it kills it: wait longer than that.
+        assert up.stop(timeout=30) == 0, f"`lookout up` did not stop cleanly:\n{up.log()[-3000:]}"
 
 
 def wait_for_workers(page: Page) -> None:
