@@ -43,7 +43,8 @@ def live_url(shared_dir: Path) -> Iterator[str]:
         yield f"http://127.0.0.1:{port}/"
     finally:
         # `lookout up` gives each part 10 s to stop before it kills it: wait longer than that.
-        assert up.stop(timeout=30) == 0, f"`lookout up` did not stop cleanly:\n{up.log()[-3000:]}"
+        code = up.stop(timeout=30)
+        assert code == 0, f"`lookout up` exited {code}:\n{up.log_path.read_text(errors='replace')[-3000:]}"
 
 
 def wait_for_workers(page: Page) -> None:
