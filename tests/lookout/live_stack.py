@@ -44,9 +44,10 @@ class LiveStack:
             "LOOKOUT_MODEL_DIR": str(self.model_dir),
             "LOOKOUT_ICE_HOST_ADDRESSES": "127.0.0.1",
             "LOOKOUT_THREADS": "1",
-            # Bridge loss shows within ~5 s; generous enough that a busy machine does not fake one.
+            # Bridge loss shows within ~7 s; generous enough that a busy machine does not fake one.
             "LOOKOUT_HEARTBEAT_INTERVAL_S": "0.5",
-            "LOOKOUT_HEARTBEAT_TTL_S": "4",
+            "LOOKOUT_HEARTBEAT_TTL_S": "6",
+            "LOOKOUT_OFFER_TIMEOUT_S": "30",
         }
 
     def start(self) -> LiveStack:

@@ -59,7 +59,7 @@ def test_up_starts_supervises_and_stops_everything(shared_dir: Path) -> None:
     env = {
         "LOOKOUT_MODEL_DIR": str(shared_dir / "models"),
         "LOOKOUT_HEARTBEAT_INTERVAL_S": "0.5",
-        "LOOKOUT_HEARTBEAT_TTL_S": "3",
+        "LOOKOUT_HEARTBEAT_TTL_S": "6",
         "LOOKOUT_ICE_HOST_ADDRESSES": "127.0.0.1",
     }
     up = LookoutProcess(
