@@ -8,12 +8,10 @@ the system Chromium. Each ``launch`` gets a fresh temporary profile from Playwri
 from __future__ import annotations
 
 import mimetypes
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from playwright.sync_api import Browser, Page, Playwright, Route, sync_playwright
+from playwright.sync_api import Browser, Page, Playwright, Route
 
 CHROMIUM = Path("/usr/bin/chromium")
 WEB_DIR = Path(__file__).resolve().parents[2] / "web"
@@ -88,17 +86,6 @@ def launch_chromium(
         headless=True,
         args=chromium_args(fake_video, grant_camera=grant_camera),
     )
-
-
-@contextmanager
-def chromium(fake_video: Path | None = None, *, grant_camera: bool = True) -> Iterator[Browser]:
-    """A Playwright driver and one headless Chromium, both closed on exit (for scripts and one-offs)."""
-    with sync_playwright() as playwright:
-        browser = launch_chromium(playwright, fake_video, grant_camera=grant_camera)
-        try:
-            yield browser
-        finally:
-            browser.close()
 
 
 def serve_web_dir(page: Page, origin: str = "http://localhost", web_dir: Path = WEB_DIR) -> str:
