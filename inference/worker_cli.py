@@ -37,6 +37,14 @@ FLAGS: dict[str, tuple[str, type]] = {
     "--claim-interval-s": ("claim_interval_s", float),
     "--shutdown-grace-s": ("shutdown_grace_s", float),
     "--key-prefix": ("key_prefix", str),
+    "--registry-dir": ("registry_dir", str),
+    "--watch-registry": ("watch_registry", str),
+    "--registry-poll-s": ("registry_poll_s", float),
+    "--hard-examples": ("hard_examples_dir", str),
+    "--hard-examples-low": ("hard_examples_low", float),
+    "--hard-examples-high": ("hard_examples_high", float),
+    "--hard-examples-max": ("hard_examples_max", int),
+    "--hard-examples-every": ("hard_examples_every", int),
 }
 
 
@@ -111,6 +119,13 @@ async def _serve(redis: Any, detector: Any, settings: WorkerSettings) -> int:
     from inference.worker import Worker
 
     worker: Worker = Worker(redis, detector, settings)
+    from inference.hard_examples import sampler_from_settings
+    from inference.rollout import start_watching
+
+    sampler = sampler_from_settings(settings)
+    if sampler is not None:
+        worker.on_result.append(sampler)
+    watching = start_watching(redis, worker, settings)
     loop = asyncio.get_running_loop()
 
     def request_stop(sig: signal.Signals) -> None:
@@ -122,5 +137,9 @@ async def _serve(redis: Any, detector: Any, settings: WorkerSettings) -> int:
     try:
         await worker.run()
     finally:
+        if watching is not None:
+            from wire.tasks import cancel_and_wait
+
+            await cancel_and_wait(watching)
         await redis.aclose()
     return 0

@@ -31,6 +31,8 @@ class Sample:
 
     image: Path
     boxes: NDArray[np.float32] = field(repr=False)
+    source: Path | None = None
+    """The --data folder or file it came from."""
 
 
 def _read_yolo_labels(path: Path) -> NDArray[np.float32]:
@@ -95,16 +97,17 @@ def coco_json(path: Path) -> list[Sample]:
 
 
 def load_sources(sources: list[Path], limit: int | None = None) -> list[Sample]:
-    """All samples of every source (folders or COCO JSON files), at most ``limit`` in all."""
+    """All samples of every source (folders or COCO JSON files), at most ``limit`` of each."""
     samples: list[Sample] = []
     for source in sources:
         if not source.exists():
             raise DataError(f"training data not found: {source}")
         found = coco_json(source) if source.is_file() else yolo_folder(source)
+        found = [Sample(s.image, s.boxes, source) for s in found]
         if not found:
             raise DataError(f"{source} holds no images")
-        samples.extend(found)
-    return samples[:limit] if limit else samples
+        samples.extend(found[:limit] if limit else found)
+    return samples
 
 
 class DetectionDataset:

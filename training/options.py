@@ -45,7 +45,7 @@ def add_run_arguments(parser: argparse.ArgumentParser, settings: TrainSettings) 
     parser.add_argument(
         "--size", type=int, default=416, help="training input side in pixels (multiple of 32)"
     )
-    parser.add_argument("--limit", type=int, default=0, help="use only the first N images; 0: all")
+    parser.add_argument("--limit", type=int, default=0, help="use the first N images of each --data; 0: all")
     parser.add_argument("--seed", type=int, default=0, help="random seed (same on every rank)")
     parser.add_argument(
         "--checkpoint-every",

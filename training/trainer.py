@@ -52,6 +52,7 @@ class Summary:
     resumed_from: int
     start: str
     samples: int
+    sources: dict[str, int] = field(default_factory=dict)
     loss_before: float = math.nan
     loss_after: float = math.nan
     epoch_losses: list[float] = field(default_factory=list)
@@ -190,6 +191,7 @@ def _train(args: argparse.Namespace, rank: int, world: int, device: torch.device
     torch.manual_seed(args.seed)
     np.random.seed(args.seed + rank)
     samples = load_sources(args.data, args.limit or None)
+    sources = {str(path): sum(1 for s in samples if s.source == path) for path in args.data}
     dataset = DetectionDataset(samples, args.size, flip=args.flip)
     start = _resolve_start(args)
     model = build_model(args.arch)
@@ -236,6 +238,7 @@ def _train(args: argparse.Namespace, rank: int, world: int, device: torch.device
         resumed_from=done,
         start=str(start or "random"),
         samples=len(dataset),
+        sources=sources,
     )
     summary_path = out / SUMMARY
     if rank == 0:
@@ -269,6 +272,8 @@ def _train(args: argparse.Namespace, rank: int, world: int, device: torch.device
             optimizer.step()
             done += 1
             steps_here += 1
+            if steps_here == 1:  # the first step pays for lazy initialisation: time the rest
+                started = time.monotonic()
             epoch_loss += torch.stack([losses["total_loss"].detach(), torch.ones((), device=device)])
             if progress is not None:
                 progress.update(1)
@@ -290,7 +295,8 @@ def _train(args: argparse.Namespace, rank: int, world: int, device: torch.device
     elapsed = time.monotonic() - started
     if progress is not None:
         progress.close()
-    summary.samples_per_s = steps_here * args.batch * world / elapsed if elapsed > 0 else 0.0
+    timed = steps_here - 1
+    summary.samples_per_s = timed * args.batch * world / elapsed if timed > 0 and elapsed > 0 else 0.0
     summary.weights_sha256 = weights_digest(model)
     log.info("rank %d: final weights sha256 %s", rank, summary.weights_sha256)
     if rank == 0:

@@ -66,6 +66,7 @@ class WorkerSettings(StreamSettings):
     hard_examples_max: int = Field(default=1000, description="Most frames the hard-example store keeps.")
     hard_examples_every: int = Field(default=10, description="Sample at most one uncertain frame in N.")
     watch_registry: bool = Field(default=True, description="Follow promotions in the model registry.")
+    registry_poll_s: float = Field(default=5.0, gt=0, description="Seconds between registry checks.")
 
 
 class TrainSettings(CommonSettings):

@@ -33,10 +33,15 @@ def registry_redis() -> Iterator[RedisServer]:
 
 @pytest.fixture(scope="module")
 def finetuned(
-    tmp_path_factory: pytest.TempPathFactory, registry_redis: RedisServer, model_path: Path, coco128: Path
+    tmp_path_factory: pytest.TempPathFactory,
+    registry_redis: RedisServer,
+    model_path: Path,
+    coco128: Path,
+    images_dir: Path,
 ) -> dict[str, Any]:
     out = tmp_path_factory.mktemp("finetune")
     store = out / "registry"
+    hard = _hard_example_store(out / "hard", model_path, images_dir)
     process = LookoutProcess(
         "train-finetune",
         [
@@ -44,7 +49,8 @@ def finetuned(
             "--nproc-per-node=2",
             "--threads=1",
             f"--data={coco128}",
-            "--limit=8",
+            f"--data={hard}",  # a hard-example store as part of the data: 6 + 2 images
+            "--limit=6",
             "--batch=2",
             "--iters=4",
             "--lr=1e-5",
@@ -63,7 +69,33 @@ def finetuned(
     log = process.log_path.read_text(errors="replace")
     assert code == 0, log[-4000:]
     summary = json.loads((out / "run" / "summary.json").read_text())
-    return {"summary": summary, "log": log, "out": out / "run", "store": store, "redis": registry_redis}
+    return {
+        "summary": summary,
+        "log": log,
+        "out": out / "run",
+        "store": store,
+        "redis": registry_redis,
+        "hard": hard,
+    }
+
+
+def _hard_example_store(root: Path, model_path: Path, images_dir: Path) -> Path:
+    """What a worker's sampler writes: the model's own detections on two frames, as pseudo-labels."""
+    from inference.detector import Detector
+    from inference.hard_examples import HardExampleSampler
+    from wire.messages import ResultMessage
+
+    detector = Detector.load(model_path, threads=1)
+    sampler = HardExampleSampler(root, low=0.3, high=0.9, every=1)
+    for seq, name in enumerate(["dog.jpg", "bus.jpg"]):
+        image = cv2.imread(str(images_dir / name))
+        result = ResultMessage(
+            session="cam", seq=seq, capture_ms=0, model="yolox_nano", model_version="v0", worker="w",
+            width=image.shape[1], height=image.shape[0], detections=detector.detect(image),
+        )  # fmt: skip
+        sampler(image, result)
+    assert sampler.saved == 2
+    return root
 
 
 def test_two_ranks_over_gloo_and_a_progress_bar(finetuned: dict[str, Any]) -> None:
@@ -72,6 +104,10 @@ def test_two_ranks_over_gloo_and_a_progress_bar(finetuned: dict[str, Any]) -> No
     assert "train: 100%" in finetuned["log"]  # rank 0's tqdm bar
     assert "epoch 0: mean loss" in finetuned["log"]
     assert len(finetuned["summary"]["epoch_losses"]) == 2  # 8 images / (2 ranks x 2) = 2 steps per epoch
+
+
+def test_a_hard_example_store_is_part_of_the_data(finetuned: dict[str, Any], coco128: Path) -> None:
+    assert finetuned["summary"]["sources"] == {str(coco128): 6, str(finetuned["hard"]): 2}
 
 
 def test_loss_goes_down_on_a_fixed_batch(finetuned: dict[str, Any]) -> None:
@@ -85,10 +121,23 @@ def test_ap_holds(finetuned: dict[str, Any]) -> None:
     assert after["ap"] >= before["ap"] - 0.03
 
 
+def test_export_keeps_the_workers_layout(finetuned: dict[str, Any]) -> None:
+    import onnx
+
+    graph = onnx.load(str(finetuned["out"] / "model.onnx")).graph
+
+    def dims(value: onnx.ValueInfoProto) -> list[int]:
+        return [d.dim_value for d in value.type.tensor_type.shape.dim]
+
+    assert [(i.name, dims(i)) for i in graph.input] == [("images", [1, 3, 416, 416])]
+    assert [(o.name, dims(o)) for o in graph.output] == [("output", [1, 3549, 85])]  # raw head, no decode
+    assert not list(finetuned["out"].glob("*.onnx.data"))  # one self-contained file
+    assert finetuned["summary"]["export_max_diff"] < 1e-3  # checked against PyTorch in ONNX Runtime
+
+
 def test_export_runs_in_the_workers_detector(finetuned: dict[str, Any], images_dir: Path) -> None:
     from inference.detector import Detector
 
-    assert finetuned["summary"]["export_max_diff"] < 1e-3
     detector = Detector.load(finetuned["out"] / "model.onnx", threads=1)
     assert detector.input_size == (416, 416)
     found = detector.detect(cv2.imread(str(images_dir / "dog.jpg")))

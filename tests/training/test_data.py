@@ -66,6 +66,7 @@ def test_coco_json(tmp_path: Path) -> None:
 def test_several_sources_and_errors(tmp_path: Path, coco128: Path) -> None:
     store = _store(tmp_path / "s", ["a"], {"a": "1 0.5 0.5 0.2 0.2\n"})
     assert len(load_sources([coco128, store])) == 129
+    assert len(load_sources([coco128, store], limit=5)) == 6  # at most 5 of each
     with pytest.raises(DataError, match="not found"):
         load_sources([tmp_path / "nope"])
     (tmp_path / "empty" / "images").mkdir(parents=True)
