@@ -60,6 +60,7 @@ class LookoutPage {
     this.pc = null;
     this.wantLive = false; // the user pressed Start and has not pressed Stop
     this.hello = null;
+    this.choicesSignature = ""; // of the model list shown, to rebuild it only when it changes
     this.session = null; // {session, bridge, model, sample_fps} of the current join
     this.joinPending = false;
     this.choiceChanged = false; // the model or rate changed while a join was in flight
@@ -317,6 +318,10 @@ class LookoutPage {
   }
 
   fillChoices(msg) {
+    // Rebuilt only when something changed: rebuilding closes a menu the user may have open.
+    const signature = JSON.stringify([msg.models, msg.default_model, msg.sample_fps, msg.max_sample_fps]);
+    if (signature === this.choicesSignature) return;
+    this.choicesSignature = signature;
     const wantedModel = ui.model.value || params.get("model") || msg.default_model;
     ui.model.replaceChildren();
     const names = msg.models.map((m) => m.name);
