@@ -13,6 +13,7 @@ from redis.asyncio import Redis
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
+from mediabridge import ice
 from mediabridge.peer import BadOfferError, PeerSession
 from wire.bridge_rpc import (
     BridgeReply,
@@ -54,6 +55,9 @@ class MediaBridge:
 
     async def run(self, stop: asyncio.Event) -> None:
         """Serve until ``stop`` is set, then close every session and withdraw the heartbeat."""
+        ice.install_udp_port_range(
+            asyncio.get_running_loop(), self.settings.udp_port_min, self.settings.udp_port_max
+        )
         log.info("bridge %s: serving requests on %s", self.id, self.keys.bridge_requests(self.id))
         await self._beat()
         tasks = [

@@ -153,7 +153,6 @@ async def _serve(settings: BridgeSettings) -> int:
         except ValueError as exc:
             raise BridgeConfigError(f"--advertised-address: {exc}") from exc
     loop = asyncio.get_running_loop()
-    ice.install_udp_port_range(loop, settings.udp_port_min, settings.udp_port_max)
     if settings.metrics_port:
         from wire.metrics import start_metrics_server
 

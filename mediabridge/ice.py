@@ -91,6 +91,8 @@ def install_udp_port_range(loop: asyncio.AbstractEventLoop, low: int, high: int)
         return
     if not (0 < low <= high <= 65535):
         raise ValueError(f"bad UDP port range {low}-{high}")
+    if getattr(loop, "_lookout_udp_ports", None) == (low, high):
+        return  # already in place on this loop
     original = loop.create_datagram_endpoint
     next_port = [low]
 
@@ -109,4 +111,5 @@ def install_udp_port_range(loop: asyncio.AbstractEventLoop, low: int, high: int)
         raise OSError(f"no free UDP port in {low}-{high} on {local_addr[0]}") from last_error
 
     loop.create_datagram_endpoint = ranged  # type: ignore[method-assign,assignment]
+    loop._lookout_udp_ports = (low, high)  # type: ignore[attr-defined]
     log.info("ICE host candidates use UDP ports %d-%d", low, high)

@@ -17,7 +17,7 @@ from mediabridge import ice
 from mediabridge.bridge import MediaBridge
 from tests.signaling.ws_harness import StillTrack, running_bridge
 from tests.support.processes import wait_until
-from tests.support.redis_server import RedisServer
+from tests.support.redis_server import RedisServer, free_port
 from wire.bridge_rpc import (
     BridgeTimeoutError,
     OfferRequest,
@@ -136,3 +136,40 @@ async def test_a_stale_offer_is_ignored(bridge: MediaBridge, redis: Redis, keys:
     with pytest.raises(BridgeTimeoutError):
         await call_bridge(redis, keys, "bridge-t", stale, timeout_s=1.5)
     assert not bridge.sessions
+
+
+async def test_port_range_and_advertised_address_shape_the_answer(
+    redis_server: RedisServer, redis: Redis, keys: Keys
+) -> None:
+    low = free_port()
+    async with running_bridge(
+        redis_server.url,
+        "bridge-nat",
+        udp_port_min=low,
+        udp_port_max=low + 20,
+        advertised_address="198.51.100.7",
+    ):
+        ice.restrict_host_addresses(["127.0.0.1"])
+        pc = RTCPeerConnection(ice.rtc_configuration(""))
+        try:
+            await save_session(
+                redis,
+                keys,
+                SessionRecord(session="s-nat", bridge="bridge-nat", model=MODEL, sample_fps=5),
+                ttl_s=60,
+            )
+            request = OfferRequest(
+                session="s-nat",
+                sdp=await offer_sdp(pc),
+                model=MODEL,
+                sample_fps=5,
+                deadline_ms=now_ms() + 20_000,
+            )
+            reply = await call_bridge(redis, keys, "bridge-nat", request, timeout_s=20)
+        finally:
+            await pc.close()
+    assert reply.ok, reply.message
+    candidates = [line.split() for line in reply.sdp.splitlines() if line.startswith("a=candidate:")]
+    assert candidates
+    for parts in candidates:
+        assert parts[4] == "198.51.100.7" and low <= int(parts[5]) <= low + 20
