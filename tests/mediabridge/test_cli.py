@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import aiohttp
 import pytest
 from redis.asyncio import Redis
 
@@ -35,9 +36,18 @@ def test_bad_options_exit_2_with_one_line(
 async def test_bridge_process_registers_and_stops_cleanly(
     redis_server: RedisServer, redis: Redis, keys: Keys
 ) -> None:
+    metrics_port = free_port()
     bridge = LookoutProcess(
         "bridge-cli",
-        ["bridge", "--redis-url", redis_server.url, "--id", "cli-bridge", "--metrics-port", str(free_port())],
+        [
+            "bridge",
+            "--redis-url",
+            redis_server.url,
+            "--id",
+            "cli-bridge",
+            "--metrics-port",
+            str(metrics_port),
+        ],
     )
     try:
 
@@ -45,6 +55,11 @@ async def test_bridge_process_registers_and_stops_cleanly(
             return [b.id for b in await live_bridges(redis, keys)] == ["cli-bridge"]
 
         await wait_until(registered, timeout=60, what="bridge heartbeat")
+        async with (
+            aiohttp.ClientSession() as http,
+            http.get(f"http://127.0.0.1:{metrics_port}/metrics") as reply,
+        ):
+            assert reply.status == 200 and "lookout_frames_in" in await reply.text()
     finally:
         code = bridge.stop(timeout=30)
     assert code == 0, bridge.log_path.read_text()

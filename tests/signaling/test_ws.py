@@ -12,6 +12,7 @@ from typing import Any
 import aiohttp
 import pytest
 from aiohttp.test_utils import TestClient
+from prometheus_client import REGISTRY
 from redis.asyncio import Redis
 
 from lookout.webrtc_client import LiveClient, LiveClientError
@@ -89,8 +90,10 @@ async def test_malformed_messages_get_an_error_and_the_socket_stays(
     client: TestClient, message: str, code: str
 ) -> None:
     ws = await connect(client)
+    errors_before = REGISTRY.get_sample_value("lookout_ws_errors_total", {"code": code}) or 0.0
     error = await ask(ws, message, "error")
     assert error["code"] == code and error["message"]
+    assert REGISTRY.get_sample_value("lookout_ws_errors_total", {"code": code}) == errors_before + 1
     assert (await ask(ws, {"v": 1, "type": "ping"}, "pong"))["type"] == "pong"
     await ws.close()
 
