@@ -14,6 +14,7 @@ from pydantic import BaseModel
 
 from wire.liveness import BridgeInfo, WorkerInfo
 from wire.messages import Detection, DropReason, DropRecord, DropSite, FrameMessage, ResultMessage, Timings
+from wire.registry import ModelVersion
 
 DOC = Path(__file__).resolve().parents[2] / "docs" / "protocol.md"
 
@@ -21,6 +22,7 @@ SECTION_MODELS: dict[str, list[type[BaseModel]]] = {
     "frames": [FrameMessage],
     "results": [ResultMessage, DropRecord, Detection, Timings],
     "heartbeats": [WorkerInfo, BridgeInfo],
+    "registry": [ModelVersion],
 }
 SECTION_ENUMS: dict[str, list[type[Enum]]] = {"results": [DropReason, DropSite]}
 
