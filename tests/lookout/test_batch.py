@@ -1,0 +1,142 @@
+"""`lookout batch` on 16 coco128 images plus one unreadable file: locally and through the REST API of a
+real `lookout signaling` and a real `lookout worker`, the two runs give the same detections and reports
+of the same format."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.signaling.rest_harness import start_worker
+from tests.support.processes import REPO, LookoutProcess
+from tests.support.redis_server import RedisServer, free_port
+
+SUBSET = 16
+
+
+@pytest.fixture(scope="module")
+def server(model_path: Path) -> Iterator[str]:
+    """A private redis, one worker and one signaling process; yields the server's base URL."""
+    redis = RedisServer()
+    redis.start()
+    worker = start_worker("batch-worker", redis.url, model_path.parent)
+    port = free_port()
+    signaling = LookoutProcess(
+        "batch-signaling", ["signaling", "--host", "127.0.0.1", "--port", str(port), "--redis", redis.url]
+    )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                with urllib.request.urlopen(f"{url}/api/v1/openapi.json", timeout=5):
+                    break
+            except OSError:
+                assert signaling.alive(), signaling.log()[-3000:]
+                assert time.monotonic() < deadline, "signaling did not come up within 60 s"
+                time.sleep(0.2)
+        yield url
+    finally:
+        signaling.stop()
+        worker.stop()
+        redis.stop()
+
+
+@pytest.fixture(scope="module")
+def folder(shared_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    source = shared_dir / "data" / "coco-subset" / "coco128" / "images" / "train2017"
+    target = tmp_path_factory.mktemp("batch-images")
+    for image in sorted(source.glob("*.jpg"))[:SUBSET]:
+        (target / image.name).symlink_to(image)
+    (target / "broken.jpg").write_bytes(b"this is not an image")
+    return target
+
+
+def batch(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "lookout", "batch", *args, "--no-progress"],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        timeout=240,
+    )
+
+
+def keys_of(value: Any) -> Any:
+    """The shape of a JSON value: its keys, recursively (lists by their first element)."""
+    if isinstance(value, dict):
+        return {k: keys_of(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [keys_of(value[0])] if value else []
+    return type(value).__name__
+
+
+def same_detections(a: list[dict[str, Any]], b: list[dict[str, Any]]) -> bool:
+    if [(d["label"], d["class_id"]) for d in a] != [(d["label"], d["class_id"]) for d in b]:
+        return False
+    return all(
+        abs(x["score"] - y["score"]) < 1e-3
+        and all(abs(p - q) < 0.5 for p, q in zip(x["box"], y["box"], strict=True))
+        for x, y in zip(a, b, strict=True)
+    )
+
+
+def test_local_and_remote_runs_agree(server: str, folder: Path, model_path: Path, tmp_path: Path) -> None:
+    local = batch(
+        str(folder), "--local", "--model-dir", str(model_path.parent),
+        "--out", str(tmp_path / "local.json"), "--report", str(tmp_path / "local-report.json"),
+    )  # fmt: skip
+    remote = batch(
+        str(folder), "--server", server, "--concurrency", "3",
+        "--out", str(tmp_path / "remote.json"), "--report", str(tmp_path / "remote-report.json"),
+    )  # fmt: skip
+    # One unreadable image: reported, the batch goes on, and the exit code says something failed.
+    assert (local.returncode, remote.returncode) == (2, 2), (local.stderr[-2000:], remote.stderr[-2000:])
+    for run in (local, remote):
+        assert "broken.jpg" in run.stderr and "Traceback" not in run.stderr
+        assert "throughput img/s" in run.stdout
+
+    reports = [json.loads((tmp_path / f"{mode}-report.json").read_text()) for mode in ("local", "remote")]
+    assert keys_of(reports[0]) == keys_of(reports[1])
+    for report, mode in zip(reports, ("local", "remote"), strict=True):
+        assert report["mode"] == mode and report["model"] == "yolox_nano"
+        assert (report["images"], report["ok"], report["failed"]) == (SUBSET + 1, SUBSET, 1)
+        assert report["throughput_per_s"] > 0 and report["latency_ms"]["p50"] > 0
+        assert report["latency_ms"]["p99"] >= report["latency_ms"]["p50"]
+        assert len(report["per_image"]) == SUBSET + 1
+    assert reports[0]["model_version"] == reports[1]["model_version"]
+    assert reports[1]["transfer_ms"]["p50"] > 0  # HTTP and Redis cost something; locally it is a file read
+
+    results = [json.loads((tmp_path / f"{mode}.json").read_text()) for mode in ("local", "remote")]
+    by_file = [{image["file"]: image for image in r["images"]} for r in results]
+    assert by_file[0].keys() == by_file[1].keys() and len(by_file[0]) == SUBSET + 1
+    assert "error" in by_file[0]["broken.jpg"] and "error" in by_file[1]["broken.jpg"]
+    found = 0
+    for name, image in by_file[0].items():
+        if name == "broken.jpg":
+            continue
+        other = by_file[1][name]
+        assert (image["width"], image["height"]) == (other["width"], other["height"])
+        assert same_detections(image["detections"], other["detections"]), name
+        found += len(image["detections"])
+    assert found > SUBSET  # coco images are full of objects: an empty run would pass the comparison
+
+
+def test_bad_arguments_are_one_line_errors(folder: Path, tmp_path: Path) -> None:
+    missing = batch(str(tmp_path / "nope"), "--local")
+    assert missing.returncode == 2 and missing.stderr.strip().splitlines()[-1].startswith("lookout: error:")
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    no_images = batch(str(empty), "--local")
+    assert no_images.returncode == 2 and "no .jpg" in no_images.stderr
+    unreachable = batch(str(folder), "--server", f"http://127.0.0.1:{free_port()}")
+    assert unreachable.returncode == 2 and "cannot reach" in unreachable.stderr
+    assert "Traceback" not in missing.stderr + no_images.stderr + unreachable.stderr
