@@ -108,6 +108,9 @@ class ScaleWindow:
         while len(samples) >= 2 and samples[1][0] <= at - self.window_s:
             samples.popleft()
 
+    def knows(self, model: str) -> bool:
+        return model in self._samples
+
     def forget(self, keep: Iterable[str]) -> None:
         kept = set(keep)
         for model in [m for m in self._samples if m not in kept]:
@@ -188,6 +191,7 @@ class ClusterGauges:
     def __init__(self, window_s: float = DEFAULT_WINDOW_S) -> None:
         self.window = ScaleWindow(window_s)
         self._shown: dict[MetricWrapperBase, set[str]] = {}
+        self._last_at: float | None = None
 
     def apply(self, snapshot: Snapshot) -> None:
         per_model: dict[MetricWrapperBase, dict[str, float]] = {
@@ -198,6 +202,10 @@ class ClusterGauges:
             SCALE_RATIO: {},
         }
         for name, counts in snapshot.models.items():
+            if not self.window.knows(name) and self._last_at is not None:
+                # Its keys did not exist at the last refresh: everything counted since is new, so
+                # the baseline is zero then (not its first counts, which would hide a burst of drops).
+                self.window.add(name, self._last_at, 0, 0)
             self.window.add(name, snapshot.at, counts.inferred, counts.capacity_drops)
             per_model[SCALE_RATIO][name] = self.window.ratio(name)
             per_model[LIVE_WORKERS][name] = counts.workers
@@ -214,6 +222,7 @@ class ClusterGauges:
                     gauge.remove(gone)
             self._shown[gauge] = set(values)
         LIVE_BRIDGES.set(snapshot.bridges)
+        self._last_at = snapshot.at
 
 
 class Monitor:

@@ -154,6 +154,27 @@ async def test_refresh_sets_every_cluster_gauge(redis: Redis, keys: Keys) -> Non
     assert gauge("lookout_live_workers", model=served) == 2
 
 
+async def test_a_model_that_appears_between_refreshes_counts_from_zero(redis: Redis, keys: Keys) -> None:
+    model = unique_model()
+    monitor = Monitor(redis, keys, window_s=60)
+    await monitor.refresh()  # the model has no keys yet
+    await publish(redis, keys, model, 2, {DropReason.SUPERSEDED: 2})
+    await monitor.refresh()
+    assert gauge("lookout_scale_ratio", model=model) == 2.0
+
+
+async def test_a_model_already_counted_at_the_first_refresh_starts_from_there(
+    redis: Redis, keys: Keys
+) -> None:
+    model = unique_model()
+    await publish(redis, keys, model, 2, {DropReason.SUPERSEDED: 2})  # before this monitor started
+    monitor = Monitor(redis, keys, window_s=60)
+    await monitor.refresh()
+    await publish(redis, keys, model, 4, {})
+    await monitor.refresh()
+    assert gauge("lookout_scale_ratio", model=model) == 1.0
+
+
 async def test_redis_outage_is_counted_not_raised(private_redis: RedisServer, keys: Keys) -> None:
     client = Redis.from_url(private_redis.url, socket_timeout=2, socket_connect_timeout=2)
     try:
