@@ -154,6 +154,7 @@ def run(args: argparse.Namespace) -> int:
     device = torch.device(f"cuda:{int(os.environ.get('LOCAL_RANK', '0'))}" if cuda else "cpu")
     torch.set_num_threads(args.threads or max(1, (os.cpu_count() or 1) // local_world))
     _init_process_group("nccl" if cuda else "gloo", rank, world)
+    log.info("rank %d of %d: DDP over %s on %s", rank, world, "nccl" if cuda else "gloo", device)
     try:
         return _train(args, rank, world, device)
     finally:

@@ -10,6 +10,9 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+import torch
+
 from tests.support.processes import OUTPUT, LookoutProcess
 from tests.support.redis_server import free_port
 
@@ -93,3 +96,20 @@ def test_a_killed_rank_is_restarted_and_resumes_from_the_checkpoint(
     summary = json.loads((tmp_path / "summary.json").read_text())
     assert summary["resumed_from"] == 2 and summary["iterations"] == 5
     assert not math.isnan(summary["loss_before"])  # measured by the first attempt, kept across the restart
+
+
+@pytest.mark.gpu
+def test_ranks_on_cuda_use_nccl(tmp_path: Path, coco128: Path, model_path: Path) -> None:
+    if not torch.cuda.is_available():
+        pytest.skip("needs a CUDA GPU")
+    ranks = min(2, torch.cuda.device_count())
+    process, log_path = _torchrun(
+        "train-cuda",
+        ["--standalone", f"--nproc-per-node={ranks}", "-m", "training", f"--data={coco128}", *TINY,
+         "--iters=2", f"--from={model_path}", f"--out={tmp_path}"],
+    )  # fmt: skip
+    code = _finish(process, 240)
+    log = log_path.read_text(errors="replace")
+    assert code == 0, log[-3000:]
+    assert "rank 0 of" in log and "DDP over nccl on cuda:0" in log
+    assert json.loads((tmp_path / "summary.json").read_text())["export_max_diff"] < 1e-3
