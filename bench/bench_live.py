@@ -208,7 +208,8 @@ def report(levels: list[Level], raw_before: RawStats, raw_after: RawStats, worke
     print(f"raw ORT, 1 thread: before {raw_before.describe()}")
     print(f"                   after  {raw_after.describe()}")
     print(
-        f"live path: {workers} worker(s) x 1 thread, 1 bridge, vtest.mp4 480x360 sampled at 10 fps per stream"
+        f"live path: {workers} worker(s) x 1 thread, 1 bridge; each stream sends vtest.mp4 480x360 at "
+        f"{fps:.0f} fps (VP8), sampled at 10 fps; senders, bridge and workers share this machine"
     )
     print(
         f"{'streams':>7} {'results/s':>9} {'x raw':>6} {'drops':>5} {'p50 ms':>7} {'p99 ms':>7} "
