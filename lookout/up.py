@@ -302,6 +302,18 @@ class Stack:
         log.info("all stopped")
 
 
+def _check_port_free(host: str, port: int) -> None:
+    """Fail now, in one line, rather than have signaling die and restart forever on a taken port."""
+    with socket.socket() as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind((host, port))
+        except OSError as exc:
+            raise UpError(
+                f"cannot listen on {host}:{port}: {exc.strerror or exc}; pick another --port"
+            ) from exc
+
+
 def run_up(args: argparse.Namespace) -> int:
     if args.workers < 1 or args.bridges < 1:
         raise UpError("--workers and --bridges must be at least 1")
@@ -309,6 +321,7 @@ def run_up(args: argparse.Namespace) -> int:
         raise UpError(f"--port {args.port} is not a TCP port")
     if args.redis_url != "embedded" and not args.redis_url.startswith(("redis://", "rediss://", "unix://")):
         raise UpError(f"--redis-url must be a redis:// URL or 'embedded', not {args.redis_url!r}")
+    _check_port_free(args.host, args.port)
     stack = Stack(args)
     signal.signal(signal.SIGTERM, stack.request_stop)
     signal.signal(signal.SIGINT, stack.request_stop)

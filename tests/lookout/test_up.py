@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import socket
 import time
 import urllib.request
 from pathlib import Path
@@ -12,6 +13,7 @@ from pathlib import Path
 import pytest
 from redis import Redis
 
+from lookout.cli import main
 from tests.support.processes import LookoutProcess
 from tests.support.redis_server import free_port
 from wire.keys import Keys
@@ -101,3 +103,23 @@ def test_up_starts_supervises_and_stops_everything(shared_dir: Path) -> None:
     assert code == 0, log
     assert "lookout up: stopped" in log
     wait_for(lambda: not any(running(p) for p in pids), 20, "no orphan processes")
+
+
+@pytest.mark.parametrize(
+    ("args", "says"),
+    [
+        (["--workers", "0"], "at least 1"),
+        (["--redis-url", "http://nope"], "--redis-url must be"),
+        (["--port", "{busy}"], "cannot listen on 127.0.0.1"),
+    ],
+)
+def test_bad_options_exit_2_with_one_line(
+    args: list[str], says: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        args = [a.replace("{busy}", str(busy.getsockname()[1])) for a in args]
+        assert main(["up", "--host", "127.0.0.1", *args]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[-1].startswith("lookout: error: ") and says in err[-1]
