@@ -1,9 +1,351 @@
-"""Subcommands of this tool (filled in by its issue)."""
+"""`lookout stream SOURCE --server URL`: publish a video file, IP camera or V4L2 device to Lookout.
+
+A headless WebRTC publisher (aiortc, through ``lookout.webrtc_client``) for sources that are not a
+browser's webcam. Detections come back on the signaling WebSocket and are written as JSON lines
+(``--out``, default stdout) or drawn onto the video (``--annotate OUT.mp4``).
+"""
 
 from __future__ import annotations
 
 import argparse
+import asyncio
+import collections
+import contextlib
+import json
+import logging
+import signal
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO, Any
+
+from wire.config import BridgeSettings, SignalingSettings
+from wire.errors import LookoutError
+
+log = logging.getLogger("lookout.stream")
+
+ANNEX_B_SUFFIXES = (".ts", ".m2ts", ".mts", ".h264", ".264")
+"""Files whose H.264 can pass through undecoded (aiortc needs Annex-B; MP4 stores AVCC)."""
+RECENT_FRAMES = 30
+PROGRESS_EVERY_S = 5.0
+
+
+class StreamError(LookoutError):
+    """The source cannot be opened or the options do not fit together."""
 
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    """Add this tool's commands to `lookout`."""
+    """Add `lookout stream`."""
+    bridge = BridgeSettings.model_fields
+    parser = subparsers.add_parser(
+        "stream",
+        help="publish a video file, IP camera or V4L2 device over WebRTC and collect its detections",
+        description="Publish SOURCE to a Lookout server over WebRTC, as a browser webcam would, and write "
+        "what the workers detect: one JSON line per analysed frame (--out FILE.jsonl, default stdout), or "
+        "the video with boxes drawn (--annotate OUT.mp4). SOURCE is a video file, an rtsp:// or http(s):// "
+        "camera URL, or a V4L2 device such as /dev/video0. Runs until the source ends, --duration passes, "
+        "or Ctrl-C / SIGTERM (exit 0).",
+    )
+    parser.add_argument("source", help="video file, rtsp:// or http(s):// URL, or /dev/videoN")
+    parser.add_argument(
+        "--server", required=True, metavar="URL", help="Lookout server, e.g. http://127.0.0.1:8080"
+    )
+    parser.add_argument("--model", default=None, help="model name (default: the server's default model)")
+    parser.add_argument(
+        "--fps",
+        type=float,
+        default=None,
+        help=f"frames per second analysed (default: the server's, {bridge['sample_fps'].default:g})",
+    )
+    parser.add_argument("--loop", action="store_true", help="play a video file again and again")
+    parser.add_argument(
+        "--codec",
+        choices=("vp8", "h264"),
+        default=None,
+        help="video codec offered (default: let the two ends agree); h264 passes through undecoded "
+        f"when the source allows it ({', '.join(ANNEX_B_SUFFIXES)} files, RTSP)",
+    )
+    output = parser.add_mutually_exclusive_group()
+    output.add_argument("--out", type=Path, default=None, help="write detections as JSON lines to this file")
+    output.add_argument(
+        "--annotate", type=Path, default=None, metavar="OUT.mp4", help="write the annotated video"
+    )
+    parser.add_argument("--duration", type=float, default=None, help="stop after this many seconds")
+    parser.add_argument("--api-key", default=None, help="the server's API key (default: $LOOKOUT_API_KEY)")
+    parser.add_argument(
+        "--ice-host",
+        default=None,
+        help="comma-separated local addresses for ICE (default: $LOOKOUT_ICE_HOST_ADDRESSES or all)",
+    )
+    parser.set_defaults(func=run_stream)
+
+
+@dataclass
+class Source:
+    track: Any
+    passthrough: bool
+    native_fps: float
+    describe: str
+
+
+def _file_fps(path: Path) -> float:
+    import av
+
+    try:
+        with av.open(str(path)) as container:
+            if not container.streams.video:
+                raise StreamError(f"{path} has no video stream")
+            rate = container.streams.video[0].average_rate
+            return float(rate) if rate else 25.0
+    except av.error.FFmpegError as exc:
+        raise StreamError(f"cannot open {path}: {exc}") from exc
+
+
+def open_source(source: str, *, loop: bool, codec: str | None) -> Source:
+    """The video track for SOURCE: a looping file track, or aiortc's MediaPlayer (file, URL, device)."""
+    import av
+    from aiortc.contrib.media import MediaPlayer
+
+    from lookout.webrtc_client import LoopingVideoTrack
+
+    path = Path(source)
+    is_url = "://" in source
+    is_device = source.startswith("/dev/video")
+    if not (is_url or is_device or path.is_file()):
+        raise StreamError(f"{source}: no such file, and not an rtsp://, http(s):// URL or /dev/videoN device")
+    if loop and (is_url or is_device):
+        raise StreamError("--loop plays video files only; a camera never ends")
+    passthrough = codec == "h264" and (path.suffix.lower() in ANNEX_B_SUFFIXES or source.startswith("rtsp"))
+    if path.is_file() and not is_device:
+        fps = _file_fps(path)
+        if loop and not passthrough:
+            return Source(LoopingVideoTrack(path, fps=fps), False, fps, f"{path.name} (looping, {fps:g} fps)")
+    try:
+        if is_device:
+            player = MediaPlayer(source, format="v4l2", options={"framerate": "30", "video_size": "640x480"})
+            fps = 30.0
+        elif source.startswith(("rtsp://", "rtsps://")):
+            player = MediaPlayer(source, options={"rtsp_transport": "tcp"}, decode=not passthrough)
+            fps = 30.0
+        elif is_url:
+            player = MediaPlayer(source)
+            fps = 30.0
+        else:
+            # MediaPlayer(loop=True) stops after one pass (NOTES.md): looping H.264 is not passed through.
+            player = MediaPlayer(str(path), decode=not passthrough, loop=loop)
+    except (av.error.FFmpegError, OSError) as exc:
+        raise StreamError(f"cannot open {source}: {exc}") from exc
+    if player.video is None:
+        raise StreamError(f"{source} has no video")
+    how = "H.264 passed through" if passthrough else "decoded"
+    return Source(player.video, passthrough, fps, f"{source} ({how})")
+
+
+class RecentFrames:
+    """The last frames sent, by wall-clock time, so that boxes are drawn on the frame they belong to."""
+
+    def __init__(self, track: Any) -> None:
+        from aiortc.mediastreams import MediaStreamTrack
+
+        outer = self
+
+        class Tee(MediaStreamTrack):
+            kind = "video"
+
+            async def recv(self) -> Any:
+                frame = await track.recv()
+                outer.frames.append((time.time() * 1000.0, frame))
+                return frame
+
+            def stop(self) -> None:
+                super().stop()
+                track.stop()
+
+        self.frames: collections.deque[tuple[float, Any]] = collections.deque(maxlen=RECENT_FRAMES)
+        self.track = Tee()
+
+    def nearest(self, wall_ms: float) -> Any | None:
+        if not self.frames:
+            return None
+        return min(self.frames, key=lambda item: abs(item[0] - wall_ms))[1]
+
+
+class JsonLines:
+    """One JSON line per detections message, written off the event loop."""
+
+    def __init__(self, path: Path | None) -> None:
+        self._file: IO[str] = sys.stdout
+        if path is not None:
+            try:
+                path.parent.mkdir(parents=True, exist_ok=True)
+                self._file = path.open("w", encoding="utf-8")
+            except OSError as exc:
+                raise StreamError(f"cannot write {path}: {exc.strerror or exc}") from exc
+        self._owned = path is not None
+        self._writer = ThreadPoolExecutor(1, thread_name_prefix="jsonl")
+
+    async def write(self, message: Any) -> None:
+        line = json.dumps(message.model_dump(mode="json"), separators=(",", ":")) + "\n"
+        await asyncio.get_running_loop().run_in_executor(self._writer, self._write, line)
+
+    def _write(self, line: str) -> None:
+        self._file.write(line)
+        self._file.flush()
+
+    def close(self) -> None:
+        self._writer.shutdown(wait=True)
+        if self._owned:
+            self._file.close()
+
+
+class AnnotatedVideo:
+    """The frames that were analysed, with their boxes, as an H.264 MP4 at the analysis rate."""
+
+    def __init__(self, path: Path, recent: RecentFrames, fps: float) -> None:
+        self.path = path
+        self.recent = recent
+        self.fps = fps
+        self._container: Any = None
+        self._stream: Any = None
+        self.frames = 0
+        self._writer = ThreadPoolExecutor(
+            1, thread_name_prefix="annotate"
+        )  # one thread: frames stay in order
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.touch()
+        except OSError as exc:
+            raise StreamError(f"cannot write {path}: {exc.strerror or exc}") from exc
+
+    async def write(self, message: Any) -> None:
+        frame = self.recent.nearest(message.capture_ms)
+        if frame is not None:
+            await asyncio.get_running_loop().run_in_executor(self._writer, self._draw, frame, message)
+
+    def _draw(self, frame: Any, message: Any) -> None:
+        import av
+
+        from inference.annotate import draw_detections
+        from wire.messages import Detection
+
+        image = frame.to_ndarray(format="bgr24")
+        height, width = image.shape[:2]
+        sx, sy = width / max(message.width, 1), height / max(message.height, 1)
+        boxes = [
+            Detection(
+                label=d.label,
+                class_id=d.class_id,
+                score=d.score,
+                box=(d.box[0] * sx, d.box[1] * sy, d.box[2] * sx, d.box[3] * sy),
+            )
+            for d in message.detections
+        ]
+        drawn = draw_detections(image, boxes)
+        if self._container is None:
+            self._container = av.open(str(self.path), mode="w")
+            self._stream = self._container.add_stream("libx264", rate=max(1, round(self.fps)))
+            self._stream.width, self._stream.height = width - width % 2, height - height % 2
+            self._stream.pix_fmt = "yuv420p"
+        out = av.VideoFrame.from_ndarray(drawn[: self._stream.height, : self._stream.width], format="bgr24")
+        for packet in self._stream.encode(out):
+            self._container.mux(packet)
+        self.frames += 1
+
+    def close(self) -> None:
+        self._writer.submit(self._finish).result()
+        self._writer.shutdown(wait=True)
+
+    def _finish(self) -> None:
+        if self._container is not None:
+            for packet in self._stream.encode():
+                self._container.mux(packet)
+            self._container.close()
+
+
+def run_stream(args: argparse.Namespace) -> int:
+    if args.duration is not None and args.duration <= 0:
+        raise StreamError("--duration must be positive")
+    if args.fps is not None and args.fps <= 0:
+        raise StreamError("--fps must be positive")
+    return asyncio.run(_stream(args))
+
+
+async def _stream(args: argparse.Namespace) -> int:
+    from lookout.webrtc_client import publish
+
+    source = open_source(args.source, loop=args.loop, codec=args.codec)
+    track = source.track
+    sink: JsonLines | AnnotatedVideo
+    if args.annotate is not None:
+        if source.passthrough:
+            raise StreamError("--annotate needs decoded video: drop --codec h264 for this source")
+        recent = RecentFrames(track)
+        track = recent.track
+        sink = AnnotatedVideo(args.annotate, recent, args.fps or BridgeSettings().sample_fps)
+    else:
+        sink = JsonLines(args.out)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    if hasattr(source.track, "on"):  # MediaPlayer tracks say when the source has ended
+        source.track.on("ended", stop.set)
+    if args.duration is not None:
+        loop.call_later(args.duration, stop.set)
+    counts = {"detections": 0, "objects": 0}
+    started = time.monotonic()
+    last_report = [started]
+
+    async def on_message(message: Any) -> None:
+        if message.type == "detections":
+            counts["detections"] += 1
+            counts["objects"] += len(message.detections)
+            await sink.write(message)
+            now = time.monotonic()
+            if now - last_report[0] >= PROGRESS_EVERY_S:
+                last_report[0] = now
+                log.info(
+                    "%.0f s: %d frames analysed (%.1f/s), %d objects, latency %.0f ms",
+                    now - started,
+                    counts["detections"],
+                    counts["detections"] / (now - started),
+                    counts["objects"],
+                    message.latency_ms,
+                )
+        elif message.type == "error":
+            log.warning("server error %s: %s", message.code, message.message)
+
+    key = args.api_key if args.api_key is not None else SignalingSettings().api_key
+    ice_hosts = args.ice_host if args.ice_host is not None else BridgeSettings().ice_host_addresses
+    log.info("streaming %s to %s", source.describe, args.server)
+    try:
+        ended = await publish(
+            track,
+            args.server,
+            model=args.model,
+            sample_fps=args.fps,
+            codec=args.codec,
+            api_key=key,
+            on_message=on_message,
+            stop=stop,
+            ice_host_addresses=[a.strip() for a in ice_hosts.split(",") if a.strip()] or None,
+        )
+    finally:
+        with contextlib.suppress(Exception):
+            track.stop()
+        sink.close()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.remove_signal_handler(sig)
+    elapsed = time.monotonic() - started
+    log.info(
+        "stopped after %.0f s: %d frames analysed, %d objects%s",
+        elapsed,
+        counts["detections"],
+        counts["objects"],
+        f"; wrote {args.annotate}" if args.annotate else (f"; wrote {args.out}" if args.out else ""),
+    )
+    if ended.type == "error":
+        raise StreamError(f"the server ended the stream: {ended.code}: {ended.message}")
+    return 0
