@@ -44,16 +44,11 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         "--id", dest="bridge_id", default=d.bridge_id, help="bridge id (default: host name+suffix)"
     )
     p.add_argument(
-        "--sample-fps",
-        type=float,
-        default=d.sample_fps,
-        help=f"default sample rate (default: {d.sample_fps})",
-    )
-    p.add_argument(
         "--max-sample-fps",
         type=float,
         default=d.max_sample_fps,
-        help=f"highest rate a session may ask for (default: {d.max_sample_fps})",
+        help="highest sample rate a session gets here; the rate itself is chosen at join by signaling "
+        f"(LOOKOUT_SAMPLE_FPS) (default: {d.max_sample_fps})",
     )
     p.add_argument(
         "--in-flight",
@@ -113,7 +108,6 @@ def settings_from_args(args: argparse.Namespace) -> BridgeSettings:
         return BridgeSettings(
             redis_url=args.redis_url,
             bridge_id=args.bridge_id,
-            sample_fps=args.sample_fps,
             max_sample_fps=args.max_sample_fps,
             in_flight=args.in_flight,
             max_sessions=args.max_sessions,
@@ -169,10 +163,14 @@ async def _serve(settings: BridgeSettings) -> int:
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
     bridge = MediaBridge(settings, redis)
+    from wire.influx import start_influx_push
+
+    push = start_influx_push(settings, service="bridge")  # a no-op unless LOOKOUT_INFLUX_URL is set
     print(f"lookout bridge {bridge.id}: ready (redis {settings.redis_url})", flush=True)
     try:
         await bridge.run(stop)
     finally:
+        await push.aclose()
         await redis.aclose()
     return 0
 

@@ -47,6 +47,18 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     p.add_argument(
         "--default-model", default=d.default_model, help=f"model when a client names none ({d.default_model})"
     )
+    p.add_argument(
+        "--sample-fps",
+        type=float,
+        default=d.sample_fps,
+        help=f"frames per second sent to inference when a join names no rate (default: {d.sample_fps})",
+    )
+    p.add_argument(
+        "--max-sample-fps",
+        type=float,
+        default=d.max_sample_fps,
+        help=f"highest rate a join may ask for (default: {d.max_sample_fps})",
+    )
     p.set_defaults(func=run_signaling)
 
 
@@ -63,6 +75,8 @@ def run_signaling(args: argparse.Namespace) -> int:
             web_dir=args.web_dir,
             api_key=args.api_key,
             default_model=args.default_model,
+            sample_fps=args.sample_fps,
+            max_sample_fps=args.max_sample_fps,
         )
     except ValidationError as exc:
         raise SignalingConfigError(option_error(exc)) from exc
