@@ -112,7 +112,13 @@ def run_worker(args: argparse.Namespace) -> int:
         except OSError as exc:
             raise WorkerConfigError(f"cannot serve /metrics on port {settings.metrics_port}: {exc}") from exc
         log.info("serving Prometheus metrics on :%d/metrics", settings.metrics_port)
-    return asyncio.run(_serve(redis, detector, settings))
+    from wire.influx import start_influx_push
+
+    push = start_influx_push(settings, service="worker")  # a no-op unless LOOKOUT_INFLUX_URL is set
+    try:
+        return asyncio.run(_serve(redis, detector, settings))
+    finally:
+        push.stop()
 
 
 async def _serve(redis: Any, detector: Any, settings: WorkerSettings) -> int:

@@ -4,13 +4,14 @@ Signaling, a media bridge and a worker start from their compose service definiti
 environment from compose/docker-compose.yml, with ports and Redis pointed at this test), a node exporter
 and Prometheus (scrape jobs from compose/prometheus.yml, 1 s interval) beside them. Traffic: REST
 detections, a bad REST request, frames past their deadline, and a WebRTC session with the Python
-client. Then each service's /metrics is read directly, and every query of every Grafana dashboard is
-evaluated through Prometheus' HTTP API and must return data.
+client. Then each service's /metrics is read directly, every query of every Grafana dashboard is
+evaluated through Prometheus' HTTP API and must return data, and each service's InfluxDB push arrives.
 """
 
 from __future__ import annotations
 
 import contextlib
+import http.server
 import json
 import logging
 import math
@@ -18,6 +19,7 @@ import random
 import re
 import shutil
 import subprocess
+import threading
 import time
 import urllib.request
 from collections.abc import Iterator
@@ -48,6 +50,44 @@ DASHBOARDS = sorted((COMPOSE_DIR / "grafana" / "dashboards").glob("*.json"))
 MAY_STAY_ZERO = {"lookout_stream_lag", "lookout_stream_pending"}
 
 
+class InfluxReceiver:
+    """InfluxDB 2's write endpoint, keeping each body (tests/wire/test_influx.py uses a real InfluxDB)."""
+
+    def __init__(self) -> None:
+        self.lines: list[str] = []
+        received = self.lines
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
+                ok = self.path.startswith("/api/v2/write?") and self.headers.get("Authorization") == "Token t"
+                if ok:
+                    received.extend(body.decode().splitlines())
+                self.send_response(204 if ok else 401)
+                self.end_headers()
+
+            def log_message(self, *args: object) -> None:
+                pass
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread.start()
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.server.server_port}"
+
+    def services(self) -> set[str]:
+        return {
+            m.group(1) for line in list(self.lines) if (m := re.match(r"lookout_\w+,.*service=(\w+)", line))
+        }
+
+    def stop(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+        self.thread.join(10)
+
+
 def binary(name: str) -> str:
     found = shutil.which(name)
     if found is None:
@@ -63,6 +103,7 @@ class Stack:
     worker_metrics: int
     node_port: int
     prometheus_port: int
+    influx: InfluxReceiver = field(default_factory=InfluxReceiver)
     lookout: dict[str, LookoutProcess] = field(default_factory=dict)
     others: list[subprocess.Popen[bytes]] = field(default_factory=list)
 
@@ -88,6 +129,7 @@ class Stack:
                 other.kill()
                 other.wait()
         self.redis.stop()
+        self.influx.stop()
 
 
 def compose_service(name: str, overrides: dict[str, str]) -> tuple[list[str], dict[str, str]]:
@@ -146,6 +188,10 @@ def stack(shared_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterato
             "LOOKOUT_LOG_LEVEL": "INFO",
             "LOOKOUT_HEARTBEAT_INTERVAL_S": "0.5",
             "LOOKOUT_HEARTBEAT_TTL_S": "5",
+            # Every service also pushes to "InfluxDB" (a receiver here), as sites without a scraper do.
+            "LOOKOUT_INFLUX_URL": running.influx.url,
+            "LOOKOUT_INFLUX_TOKEN": "t",
+            "LOOKOUT_INFLUX_INTERVAL_S": "1",
         }
         parts = {
             "signaling": {"LOOKOUT_HOST": "127.0.0.1", "LOOKOUT_PORT": str(running.signaling_port)},
@@ -385,6 +431,13 @@ async def test_traffic_moves_every_metric_the_dashboards_query(
             models = await label_values(stack, "model", "lookout_frames_in_total")
             assert MODEL in models  # the dashboards' $model variable
             await client.bye()
+
+        async def every_service_pushed() -> bool:
+            return stack.influx.services() >= {"signaling", "bridge", "worker"}
+
+        with contextlib.suppress(AssertionError):
+            await wait_until(every_service_pushed, 30, what="InfluxDB pushes")
+        assert stack.influx.services() >= {"signaling", "bridge", "worker"}, stack.influx.services()
     except BaseException:
         print(stack.logs())
         raise
