@@ -75,6 +75,8 @@ ResultHook = Callable[[Image, ResultMessage], None]
 
 READ_BLOCK_MS = 500
 """Longest a read waits for frames: also how soon a stop request is noticed by the reader."""
+MAX_SKIP_READ = 64
+"""Most entries one read takes while it is dropping a backlog of stale frames."""
 MAX_PENDING_HOOK_CALLS = 8
 """Result hooks are skipped while this many calls are queued: a slow hook must not hold frames in memory."""
 SHUTDOWN_REDIS_TIMEOUT_S = 5.0
@@ -217,6 +219,7 @@ class Worker:
     # --- reading ----------------------------------------------------------------------------------
     async def _read_loop(self) -> None:
         outage = Outage("reading frames", log)
+        stale_reads = 0
         while not self._stopping.is_set():
             free = self.capacity - len(self._jobs)
             if free <= 0:
@@ -227,26 +230,43 @@ class Worker:
             try:
                 async with self._intake_lock:
                     # One read is one batch: its frames are decoded together and inferred together.
-                    entries = await self.consumer.read(min(free, self.batch), READ_BLOCK_MS)
+                    # Reads that found only stale frames used no capacity: while they do, read more at
+                    # once, so that a backlog is dropped in bulk and the model is not kept waiting.
+                    count = min(free, self.batch) if not stale_reads else min(MAX_SKIP_READ, 2**stale_reads)
+                    entries = await self.consumer.read(count, READ_BLOCK_MS)
                     self._register(entries)
             except REDIS_DOWN_ERRORS as exc:
                 await outage.failed(exc)
                 continue
             outage.ok()
-            await self._take(entries)
+            accepted = await self._take(entries)
+            stale_reads = min(stale_reads + 1, 8) if entries and not accepted else 0
 
     def _register(self, entries: list[Entry]) -> None:
         for entry_id, _fields in entries:
             self._jobs.setdefault(entry_id, None)
 
-    async def _take(self, entries: list[Entry]) -> None:
-        """Refuse what cannot be inferred (counted drops) and start decoding the rest as one group."""
-        jobs = [job for entry_id, fields in entries if (job := await self._accept(entry_id, fields))]
+    async def _take(self, entries: list[Entry]) -> int:
+        """Refuse what cannot be inferred (counted drops, one round trip) and start decoding the rest.
+
+        Returns how many frames were accepted.
+        """
+        jobs: list[Job] = []
+        refused: list[tuple[str, ResultMessage | DropRecord]] = []
+        for entry_id, fields in entries:
+            taken = await self._accept(entry_id, fields)
+            if isinstance(taken, Job):
+                jobs.append(taken)
+            elif isinstance(taken, DropRecord):
+                refused.append((entry_id, taken))
         if jobs:
             self._spawn(self._prepare(jobs))
+        if refused:
+            await self._end(refused)
+        return len(jobs)
 
-    async def _accept(self, entry_id: str, fields: dict[bytes, bytes]) -> Job | None:
-        """The entry's job, or None once it has been refused with a counted drop."""
+    async def _accept(self, entry_id: str, fields: dict[bytes, bytes]) -> Job | DropRecord | None:
+        """The entry's job, the drop record that refuses it, or None once it was counted without one."""
         FRAMES_IN.labels(site=DropSite.WORKER.value, model=self.model).inc()
         if not fields:
             await self._end_unroutable(entry_id, DropReason.TRIMMED)
@@ -259,13 +279,10 @@ class Worker:
                 log.warning("dropping entry %s: %s (no session to tell)", entry_id, exc)
                 await self._end_unroutable(entry_id, DropReason.MALFORMED)
                 return None
-            drop = self._drop_record(session, seq, capture_ms, DropReason.MALFORMED, str(exc))
-            await self._end([(entry_id, drop)])
-            return None
+            return self._drop_record(session, seq, capture_ms, DropReason.MALFORMED, str(exc))
         refusal = self._refusal(frame)
         if refusal is not None:
-            await self._end([(entry_id, self._drop(frame, *refusal))])
-            return None
+            return self._drop(frame, *refusal)
         job = Job(entry_id=entry_id, frame=frame, read_ms=now_ms())
         QUEUE_WAIT_SECONDS.labels(model=self.model).observe(max(0.0, job.read_ms - frame.submitted_ms) / 1000)
         self._jobs[entry_id] = job
