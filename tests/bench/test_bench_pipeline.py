@@ -1,0 +1,75 @@
+"""bench/bench_pipeline.py: its load generators and figures, on a real Redis and an in-process worker.
+
+No speed is asserted: only that what the bench counts adds up.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+from redis.asyncio import Redis
+
+from bench.bench_detector import sample_jpegs
+from bench.bench_pipeline import MODEL, Run, closed_loop, main, open_loop, percentile, record, summary
+from inference.detector import Detector
+from inference.worker import Worker
+from tests.support.processes import wait_until
+from wire.config import WorkerSettings
+from wire.keys import Keys
+from wire.liveness import live_workers
+from wire.messages import DropReason, DropRecord, DropSite, ResultMessage, Timings
+
+
+def test_percentile_and_summary() -> None:
+    assert percentile([5.0, 1.0, 3.0], 0.5) == 3.0
+    assert percentile([float(i) for i in range(101)], 0.99) == 99.0
+    assert summary([2.0]) == "2.0"
+    assert summary([1.0, 2.0, 9.0]) == "2.0 (min 1.0, max 9.0)"
+
+
+def test_record_separates_latency_from_the_model_run() -> None:
+    run = Run(seconds=2.0)
+    result = ResultMessage(
+        session="s",
+        seq=0,
+        capture_ms=1000.0,
+        model=MODEL,
+        model_version="v",
+        worker="w",
+        width=1,
+        height=1,
+        timings=Timings(inference_ms=30.0),
+        done_ms=1040.0,
+    )
+    record(run, result, received_ms=1045.0)
+    record(run, DropRecord(session="s", seq=1, reason=DropReason.DEADLINE, site=DropSite.WORKER), 1050.0)
+    assert (run.results, run.drops, run.per_s) == (1, 1, 0.5)
+    assert run.latency_ms == [40.0] and run.added_ms == [15.0]
+
+
+def test_missing_model_is_a_clear_exit(tmp_path: Path) -> None:
+    assert main(["--model", str(tmp_path / "nope.onnx")]) == 2
+
+
+async def test_load_generators_account_for_every_frame(
+    redis: Redis, video_path: Path, model_path: Path
+) -> None:
+    frames = [(jpeg, 640, 480) for jpeg in sample_jpegs(video_path, 4)]
+    settings = WorkerSettings(key_prefix="one", heartbeat_interval_s=0.2)
+    worker = Worker(redis, Detector.load(model_path, threads=1), settings)
+    task = asyncio.create_task(worker.run())
+    try:
+
+        async def started() -> bool:
+            return bool(await live_workers(redis, Keys("one"), MODEL))
+
+        await wait_until(started, timeout=30, what="the worker to start")
+        closed = await closed_loop(redis, "one", frames, lanes=2, seconds=0.5)
+        assert closed.results > 0 and closed.drops == 0 and closed.seconds == 0.5
+        # A deadline no frame can meet: every offered frame must come back as a drop, none lost.
+        opened = await open_loop(redis, "one", frames, rate=20, seconds=0.5, deadline_ms=-1)
+        assert opened.results == 0 and opened.drops >= 5
+    finally:
+        worker.stop()
+        await asyncio.wait_for(task, 60)
