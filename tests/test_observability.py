@@ -152,6 +152,8 @@ def prometheus_config(stack: Stack) -> dict[str, Any]:
         "prometheus": stack.prometheus_port,
     }
     config["global"].update(scrape_interval="1s", evaluation_interval="1s")
+    assert config["rule_files"] == ["/etc/prometheus/rules/*.yml"]  # where compose mounts prometheus-rules/
+    config["rule_files"] = [str(COMPOSE_DIR / "prometheus-rules" / "*.yml")]
     for job in config["scrape_configs"]:
         assert job["job_name"] in targets, f"no test target for the scrape job {job['job_name']}"
         for discovery in ("dns_sd_configs", "file_sd_configs", "static_configs"):
@@ -428,6 +430,14 @@ async def test_traffic_moves_every_metric_the_dashboards_query(
                 if not moved:
                     still.append(name)
             assert not still, f"metrics the dashboards query that did not move: {still}"
+            async with (
+                aiohttp.ClientSession() as http,
+                http.get(f"{stack.prometheus}/api/v1/rules") as response,
+            ):
+                groups = (await response.json())["data"]["groups"]
+            assert [g["name"] for g in groups] == ["lookout"] and all(
+                r["health"] != "err" for r in groups[0]["rules"]
+            )
             models = await label_values(stack, "model", "lookout_frames_in_total")
             assert MODEL in models  # the dashboards' $model variable
             await client.bye()
