@@ -57,7 +57,13 @@ def load_pth(model: nn.Module, path: Path) -> None:
     except Exception as exc:
         raise LookoutError(f"cannot read checkpoint {path}: {exc}") from exc
     state = checkpoint.get("model", checkpoint) if isinstance(checkpoint, dict) else checkpoint
-    missing, unexpected = model.load_state_dict(state, strict=False)
+    try:
+        missing, unexpected = model.load_state_dict(state, strict=False)
+    except RuntimeError as exc:  # tensors of other shapes: another architecture
+        first = str(exc).strip().splitlines()
+        raise LookoutError(
+            f"{path} does not fit this architecture: {first[-1].strip() if first else exc}"
+        ) from exc
     if missing or unexpected:
         raise LookoutError(
             f"{path} does not fit this architecture: "
