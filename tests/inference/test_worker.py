@@ -173,10 +173,10 @@ async def test_garbage_becomes_drop_records_and_the_worker_carries_on(
 async def test_the_deadline_is_checked_again_right_before_inference(
     redis: Redis, keys: Keys, nano: Detector, frames: Any
 ) -> None:
-    slow = Wrapped(nano, prepare_s=1.0)  # decode + prepare outlast the frame's deadline
+    slow = Wrapped(nano, prepare_s=2.5)  # decode + prepare outlast the frame's deadline
     async with running(redis, slow):
         await redis.xadd(
-            keys.frames(MODEL), frame_fields(frames[0][0], session="d", seq=0, deadline_in_ms=400)
+            keys.frames(MODEL), frame_fields(frames[0][0], session="d", seq=0, deadline_in_ms=1500)
         )
         (outcome,) = await wait_for_outcomes(redis, keys, "d", 1, timeout=60)
         assert isinstance(outcome, DropRecord) and outcome.reason is DropReason.DEADLINE
@@ -300,7 +300,7 @@ async def test_stop_finishes_or_drops_in_flight_frames_and_leaves_cleanly(
     redis: Redis, keys: Keys, nano: Detector, frames: Any
 ) -> None:
     stream = keys.frames(MODEL)
-    slow = Wrapped(nano, prepare_s=0.5)
+    slow = Wrapped(nano, prepare_s=1.0)
     async with running(redis, slow, shutdown_grace_s=0.0, batch=2) as worker:
         for seq in range(4):
             await redis.xadd(stream, frame_fields(frames[seq][0], session="z", seq=seq))
