@@ -87,6 +87,9 @@ class RegistryWatcher:
             except REDIS_ERRORS as exc:
                 log.warning("registry watch: redis unavailable (%s); retrying", exc)
                 await asyncio.sleep(min(self.poll_interval_s, 1.0))
+            except Exception:  # a malformed registry entry must not end the watch (nor the worker)
+                log.exception("registry watch failed; retrying in %.0f s", self.poll_interval_s)
+                await asyncio.sleep(self.poll_interval_s)
             finally:
                 with contextlib.suppress(*REDIS_ERRORS, RuntimeError):
                     await pubsub.aclose()  # type: ignore[no-untyped-call]

@@ -292,3 +292,30 @@ async def _results_of(outcomes: list[Any], version: str, workers: set[str]) -> b
 
 async def _logged(workers: list[Any], text: str) -> bool:
     return all(text in w.log_path.read_text(errors="replace") for w in workers)
+
+
+async def test_the_watch_survives_a_redis_restart(
+    private_redis: Any, keys: Keys, tmp_path: Path, files: dict[str, Path]
+) -> None:
+    redis = Redis.from_url(private_redis.url)
+    worker, loaded = FakeWorker(), []
+    store = tmp_path / "store"
+    watcher = RegistryWatcher(
+        redis, keys, worker, registry_dir=store, load=_loader(loaded), poll_interval_s=0.5
+    )
+    task = asyncio.create_task(watcher.run())
+    try:
+        await wait_until(lambda: _subscribed(redis, keys), timeout=30, what="the watcher's subscription")
+        await asyncio.to_thread(private_redis.restart)
+        admin = Redis.from_url(private_redis.url)  # a fresh client: the watcher's has to reconnect by itself
+        try:
+            await registry.register(admin, keys, store, "m", files["good"])
+            await registry.promote(admin, keys, "m", "v1")
+        finally:
+            await admin.aclose()
+        await wait_until(lambda: _is(worker, "v1"), timeout=30, what="the swap after the restart")
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+        await redis.aclose()
