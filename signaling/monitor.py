@@ -62,10 +62,10 @@ CAPACITY_DROPS = frozenset(
 """Drop reasons that mean "inference did not keep up": the ones the scale ratio counts."""
 
 DEFAULT_INTERVAL_S = 2.0
-"""Seconds between refreshes (Prometheus scrapes every 5 s in compose)."""
+"""Seconds between refreshes (``SignalingSettings.monitor_interval_s``; compose scrapes every 5 s)."""
 
 DEFAULT_WINDOW_S = 30.0
-"""Width of the scale ratio's sliding window."""
+"""Width of the scale ratio's sliding window (``SignalingSettings.scale_window_s``)."""
 
 
 @dataclass(frozen=True)
@@ -291,17 +291,24 @@ async def metrics_handler(request: web.Request) -> web.Response:
 
 
 def setup_monitor(
-    app: web.Application, *, interval_s: float = DEFAULT_INTERVAL_S, window_s: float = DEFAULT_WINDOW_S
+    app: web.Application, *, interval_s: float | None = None, window_s: float | None = None
 ) -> None:
     """Serve ``/metrics`` and, while the app runs, refresh the cluster gauges (and push to InfluxDB
-    when ``influx_url`` is set). Needs ``REDIS``, ``KEYS`` and ``SETTINGS`` in the app by startup."""
+    when ``influx_url`` is set). Needs ``REDIS``, ``KEYS`` and ``SETTINGS`` in the app by startup;
+    the refresh interval and window default to ``monitor_interval_s`` and ``scale_window_s``."""
     app.router.add_get("/metrics", metrics_handler, name="metrics")
 
     async def monitor_ctx(app: web.Application) -> AsyncIterator[None]:
-        monitor = Monitor(app[REDIS], app[KEYS], interval_s=interval_s, window_s=window_s)
+        settings = app[SETTINGS]
+        monitor = Monitor(
+            app[REDIS],
+            app[KEYS],
+            interval_s=interval_s or settings.monitor_interval_s,
+            window_s=window_s or settings.scale_window_s,
+        )
         app[MONITOR] = monitor
         task = asyncio.create_task(monitor.run(), name="cluster-monitor")
-        push: InfluxPush = start_influx_push(app[SETTINGS], service="signaling")
+        push: InfluxPush = start_influx_push(settings, service="signaling")
         try:
             yield
         finally:

@@ -121,5 +121,13 @@ class SignalingSettings(StreamSettings):
         description="Seconds a session record outlives its signaling replica (refreshed while open).",
     )
     stats_interval_s: float = Field(default=1.0, description="Seconds between stats messages to a session.")
+    monitor_interval_s: float = Field(
+        default=2.0,
+        gt=0,
+        description="Seconds between refreshes of the cluster gauges (queues, workers, scale).",
+    )
+    scale_window_s: float = Field(
+        default=30.0, gt=0, description="Sliding window of the scale ratio, in seconds."
+    )
     sample_fps: float = Field(default=10.0, gt=0, description="Default frames per second sent to inference.")
     max_sample_fps: float = Field(default=30.0, gt=0, description="Highest sample rate a join may ask for.")
