@@ -27,7 +27,9 @@ class CommonSettings(BaseSettings):
     )
     log_level: str = Field(default="INFO", description="Python logging level: DEBUG, INFO, WARNING, ERROR.")
     heartbeat_interval_s: float = Field(default=1.0, description="Seconds between liveness heartbeats.")
-    heartbeat_ttl_s: float = Field(default=5.0, description="Seconds after the last heartbeat a process is dead.")
+    heartbeat_ttl_s: float = Field(
+        default=5.0, description="Seconds after the last heartbeat a process is dead."
+    )
     influx_url: str = Field(default="", description="InfluxDB 2 URL to push metrics to; empty disables it.")
     influx_token: str = Field(default="", description="InfluxDB 2 API token.")
     influx_org: str = Field(default="lookout", description="InfluxDB 2 organisation.")
@@ -38,29 +40,45 @@ class CommonSettings(BaseSettings):
 class StreamSettings(CommonSettings):
     """Limits of the frame and result streams (read by producers and workers alike)."""
 
-    frame_stream_maxlen: int = Field(default=256, description="Approximate cap (MAXLEN ~) of each frame stream.")
-    result_stream_maxlen: int = Field(default=64, description="Approximate cap of each session's result stream.")
+    frame_stream_maxlen: int = Field(
+        default=256, description="Approximate cap (MAXLEN ~) of each frame stream."
+    )
+    result_stream_maxlen: int = Field(
+        default=64, description="Approximate cap of each session's result stream."
+    )
     result_stream_ttl_s: int = Field(default=60, description="Idle seconds before a result stream expires.")
     max_image_bytes: int = Field(default=8 * 1024 * 1024, description="Largest encoded image accepted.")
     max_image_side: int = Field(default=4096, description="Largest width or height accepted, in pixels.")
-    frame_deadline_ms: float = Field(default=1000.0, description="Default time a frame may wait before it is stale.")
+    frame_deadline_ms: float = Field(
+        default=1000.0, description="Default time a frame may wait before it is stale."
+    )
 
 
 class WorkerSettings(StreamSettings):
     """``lookout worker``: one inference worker process."""
 
     model: str = Field(default="yolox_nano", description="Model name (or .onnx path) this worker serves.")
-    worker_id: str = Field(default="", description="Worker id; empty picks host name, pid and a random suffix.")
-    shutdown_grace_s: float = Field(default=5.0, description="Seconds a stopping worker finishes in-flight frames.")
+    worker_id: str = Field(
+        default="", description="Worker id; empty picks host name, pid and a random suffix."
+    )
+    shutdown_grace_s: float = Field(
+        default=5.0, description="Seconds a stopping worker finishes in-flight frames."
+    )
     batch: int = Field(default=1, ge=1, description="Most frames taken per read and inferred together.")
     threads: int = Field(default=1, ge=1, description="ONNX Runtime intra-op threads of this worker.")
     conf: float = Field(default=0.3, ge=0.0, le=1.0, description="Score threshold of reported detections.")
     nms: float = Field(default=0.45, ge=0.0, le=1.0, description="IoU threshold of non-maximum suppression.")
     provider: str = Field(default="auto", description="Execution provider: auto, tensorrt, cuda or cpu.")
     claim_interval_s: float = Field(default=2.0, description="Seconds between XAUTOCLAIM sweeps.")
-    claim_idle_ms: int = Field(default=3000, description="Pending entries idle this long belong to a dead worker.")
-    metrics_port: int = Field(default=0, description="Port of the Prometheus /metrics endpoint; 0 disables it.")
-    hard_examples_dir: Path | None = Field(default=None, description="Store for uncertain frames; unset: off.")
+    claim_idle_ms: int = Field(
+        default=3000, description="Pending entries idle this long belong to a dead worker."
+    )
+    metrics_port: int = Field(
+        default=0, description="Port of the Prometheus /metrics endpoint; 0 disables it."
+    )
+    hard_examples_dir: Path | None = Field(
+        default=None, description="Store for uncertain frames; unset: off."
+    )
     hard_examples_low: float = Field(default=0.3, description="Lower bound of the uncertain score band.")
     hard_examples_high: float = Field(default=0.6, description="Upper bound of the uncertain score band.")
     hard_examples_max: int = Field(default=1000, description="Most frames the hard-example store keeps.")
@@ -78,7 +96,9 @@ class TrainSettings(CommonSettings):
         default=1e-5, gt=0, description="SGD learning rate of fine-tuning runs (low: no collapse)."
     )
     checkpoint_every: int = Field(default=50, ge=1, description="Optimizer steps between checkpoints.")
-    max_restarts: int = Field(default=3, ge=0, description="Elastic restarts torchrun allows after a failure.")
+    max_restarts: int = Field(
+        default=3, ge=0, description="Elastic restarts torchrun allows after a failure."
+    )
 
 
 class BridgeSettings(StreamSettings):
@@ -86,12 +106,16 @@ class BridgeSettings(StreamSettings):
 
     bridge_id: str = Field(default="", description="Bridge id; empty picks host name plus a random suffix.")
     sample_fps: float = Field(default=10.0, gt=0, description="Default frames per second sent to inference.")
-    max_sample_fps: float = Field(default=30.0, gt=0, description="Highest sample rate a session may ask for.")
+    max_sample_fps: float = Field(
+        default=30.0, gt=0, description="Highest sample rate a session may ask for."
+    )
     in_flight: int = Field(default=2, ge=1, description="Most frames of one session in flight at once.")
     jpeg_quality: int = Field(default=80, ge=10, le=100, description="JPEG quality of published frames.")
     max_sessions: int = Field(default=16, ge=1, description="Sessions one bridge accepts at most.")
     ice_servers: str = Field(default="", description="Comma-separated STUN/TURN URLs; empty: host only.")
-    advertised_address: str = Field(default="", description="Address put in ICE candidates (NAT, containers).")
+    advertised_address: str = Field(
+        default="", description="Address put in ICE candidates (NAT, containers)."
+    )
     udp_port_min: int = Field(default=0, description="Lowest UDP port for media; 0 lets the OS choose.")
     udp_port_max: int = Field(default=0, description="Highest UDP port for media; 0 lets the OS choose.")
     ice_host_addresses: str = Field(
@@ -100,7 +124,9 @@ class BridgeSettings(StreamSettings):
         "tests); empty: every interface but loopback. When only loopback is listed, non-loopback "
         "remote candidates are ignored.",
     )
-    metrics_port: int = Field(default=0, description="Port of the Prometheus /metrics endpoint; 0 disables it.")
+    metrics_port: int = Field(
+        default=0, description="Port of the Prometheus /metrics endpoint; 0 disables it."
+    )
 
 
 class SignalingSettings(StreamSettings):
@@ -108,8 +134,12 @@ class SignalingSettings(StreamSettings):
 
     host: str = Field(default="0.0.0.0", description="Address the HTTP server binds.")
     port: int = Field(default=8080, description="Port of the page, /ws, /api and /metrics.")
-    web_dir: Path | None = Field(default=None, description="Folder served as the page; unset: the bundled web/.")
-    api_key: str = Field(default="", description="Key required in the X-API-Key header (or ?key=); empty: off.")
+    web_dir: Path | None = Field(
+        default=None, description="Folder served as the page; unset: the bundled web/."
+    )
+    api_key: str = Field(
+        default="", description="Key required in the X-API-Key header (or ?key=); empty: off."
+    )
     default_model: str = Field(default="yolox_nano", description="Model used when a client names none.")
     offer_timeout_s: float = Field(default=10.0, description="Seconds to wait for a bridge's SDP answer.")
     rest_timeout_s: float = Field(default=10.0, description="Seconds a REST request waits for its result.")
