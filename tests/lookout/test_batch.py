@@ -4,7 +4,10 @@ of the same format."""
 
 from __future__ import annotations
 
+import asyncio
 import json
+import os
+import signal
 import subprocess
 import sys
 import time
@@ -15,6 +18,8 @@ from typing import Any
 
 import pytest
 
+from lookout.batch import ImageResult, run_images
+from lookout.report import BatchReport, ImageTiming, build_report
 from tests.signaling.rest_harness import start_worker
 from tests.support.processes import REPO, LookoutProcess
 from tests.support.redis_server import RedisServer, free_port
@@ -140,3 +145,30 @@ def test_bad_arguments_are_one_line_errors(folder: Path, tmp_path: Path) -> None
     unreachable = batch(str(folder), "--server", f"http://127.0.0.1:{free_port()}")
     assert unreachable.returncode == 2 and "cannot reach" in unreachable.stderr
     assert "Traceback" not in missing.stderr + no_images.stderr + unreachable.stderr
+
+
+async def test_sigterm_finishes_the_image_in_flight_and_stops(tmp_path: Path) -> None:
+    images = [tmp_path / f"{i}.jpg" for i in range(5)]
+
+    async def detect(path: Path) -> ImageResult:
+        if path == images[0]:
+            os.kill(os.getpid(), signal.SIGTERM)  # caught by run_images' handler, like a Ctrl-C
+            await asyncio.sleep(0.2)  # the loop runs the handler while this image is in flight
+        return ImageResult(file=path.name, timing=ImageTiming(file=path.name, ok=True, latency_ms=1.0))
+
+    def describe(results: list[ImageResult], wall_s: float, stopped: bool, total: int) -> BatchReport:
+        return build_report(
+            [r.timing for r in results],
+            mode="local",
+            target="t",
+            model="m",
+            model_version="1",
+            concurrency=1,
+            images=total,
+            wall_s=wall_s,
+            stopped=stopped,
+        )
+
+    report, results = await run_images(images, detect, concurrency=1, progress=False, describe=describe)
+    assert report.stopped and [r.file for r in results] == ["0.jpg"]
+    assert (report.images, report.ok) == (5, 1)
