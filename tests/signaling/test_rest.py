@@ -17,6 +17,7 @@ from redis.asyncio import Redis
 
 from tests.signaling.rest_harness import FakeWorker, check_documented, jpeg_bytes, png_bytes, rest_app
 from tests.support.redis_server import RedisServer
+from wire.config import SignalingSettings
 from wire.keys import Keys
 from wire.outcomes import drop_counts
 
@@ -243,3 +244,22 @@ async def test_the_openapi_document_is_served(make_client: MakeClient) -> None:
         "image/png",
     }
     assert {"200", "400", "401", "413", "415", "422", "503", "504"} <= set(operation["responses"])
+
+
+async def test_the_real_signaling_app_serves_the_api_behind_its_key(
+    aiohttp_client: Callable[..., Awaitable[Client]], redis_server: RedisServer, redis: Redis, keys: Keys
+) -> None:
+    from signaling.app import create_app
+
+    settings = SignalingSettings(redis_url=redis_server.url, api_key="k3y", default_model="fake")
+    client = await aiohttp_client(create_app(settings))
+    async with FakeWorker(redis, keys):
+        refused = await client.post(
+            "/api/v1/detect", data=jpeg_bytes(), headers={"Content-Type": "image/jpeg"}
+        )
+        served = await client.post(
+            "/api/v1/detect", data=jpeg_bytes(), headers={"Content-Type": "image/jpeg", "X-API-Key": "k3y"}
+        )
+    assert refused.status == 401 and (await json_of(refused))["error"]["code"] == "unauthorized"
+    assert served.status == 200 and (await json_of(served))["model"] == "fake"
+    assert (await client.get("/api/v1/openapi.json")).status == 200
