@@ -114,6 +114,8 @@ class Job:
     prepared_by: FrameDetector | None = None
     decode_ms: float = 0.0
     preprocess_ms: float = 0.0
+    active: bool = False
+    """Decoding, waiting for or in the model, or being published (not waiting in the backlog)."""
 
 
 def default_worker_id() -> str:
@@ -153,6 +155,8 @@ class Worker:
         self.started_ms = now_ms()
         self.consumer = StreamConsumer(redis, self.keys.frames(self.model), self.id)
         self._jobs: dict[str, Job | None] = {}  # entry id -> job (None while its intake decides)
+        self._backlog: deque[Job] = deque()  # accepted by a bulk read, not decoded until there is room
+        self._active = 0  # jobs that left the backlog and have not ended
         self._ready: deque[Job] = deque()  # decoded and prepared, in stream order
         self._ready_event = asyncio.Event()
         self._freed = asyncio.Event()
@@ -259,8 +263,8 @@ class Worker:
                 jobs.append(taken)
             elif isinstance(taken, DropRecord):
                 refused.append((entry_id, taken))
-        if jobs:
-            self._spawn(self._prepare(jobs))
+        self._backlog.extend(jobs)
+        self._feed()
         if refused:
             await self._end(refused)
         return len(jobs)
@@ -546,9 +550,37 @@ class Worker:
 
     def _forget(self, entry_ids: list[str], ended: list[bool]) -> None:
         for entry_id in entry_ids:
-            self._jobs.pop(entry_id, None)
+            job = self._jobs.pop(entry_id, None)
+            if job is not None and job.active:
+                self._active -= 1
         self.frames_done += sum(ended)
         self._freed.set()
+        self._feed()
+
+    def _feed(self) -> None:
+        """Start decoding backlog frames while there is room, in groups of ``batch``; drop the stale ones.
+
+        Decoding only what the model can take next keeps the cpu thread free for postprocessing, so a
+        bulk read under overload does not delay the results of the frames being inferred.
+        """
+        if self._giving_up:
+            return
+        stale: list[Job] = []
+        while self._backlog and self._active < self.capacity:
+            group: list[Job] = []
+            while self._backlog and len(group) < self.batch and self._active + len(group) < self.capacity:
+                job = self._backlog.popleft()
+                (stale if now_ms() > job.frame.deadline_ms else group).append(job)
+            for job in group:
+                job.active = True
+            self._active += len(group)
+            if group:
+                self._spawn(self._prepare(group))
+        if stale:
+            detail = "deadline passed while it waited on the worker"
+            self._spawn(
+                self._end([(j.entry_id, self._drop(j.frame, DropReason.DEADLINE, detail)) for j in stale])
+            )
 
     def _run_hooks(self, image: Image, result: ResultMessage) -> None:
         if not self.on_result:
@@ -605,7 +637,12 @@ class Worker:
                     claimed = await self.consumer.claim_idle(
                         self.settings.claim_idle_ms, max(16, self.capacity)
                     )
-                    orphans = [(i, f) for i, f in await self.consumer.own_pending() if i not in self._jobs]
+                    # Fetch the fields (JPEGs) only when something it holds is not in flight here.
+                    orphans: list[Entry] = []
+                    if any(i not in self._jobs for i in await self.consumer.own_pending_ids()):
+                        orphans = [
+                            (i, f) for i, f in await self.consumer.own_pending() if i not in self._jobs
+                        ]
                     self._register(orphans)
                 outage.ok()
             except REDIS_DOWN_ERRORS as exc:

@@ -48,6 +48,7 @@ async def test_idle_entries_of_another_consumer_are_claimed(redis: Redis) -> Non
     await asyncio.sleep(0.2)
     assert sorted(await alive.claim_idle(min_idle_ms=100, count=10)) == sorted(ids)
     assert [i for i, _ in await alive.own_pending()] == ids
+    assert await alive.own_pending_ids() == ids and await dead.own_pending_ids() == []
     assert await dead.own_pending() == []
 
 
