@@ -15,7 +15,7 @@ TORCH_SPEC ?= torch==2.14.1 torchvision==0.29.1
 EXTRAS ?= cpu,dev,train
 # YOLOX model and loss for `lookout train`; --no-deps (see the train extra in pyproject.toml).
 YOLOX_SPEC ?= pixeltable-yolox==0.4.3
-SYSTEM_PACKAGES := chromium redis-server prometheus
+SYSTEM_PACKAGES := chromium redis-server prometheus prometheus-node-exporter influxdb
 PYTEST_ARGS ?=
 
 .PHONY: help install system-deps run test lint typecheck pytest bench clean
@@ -25,12 +25,12 @@ help: ## list the targets
 
 install: system-deps $(VENV)/.installed ## set up .venv and the system packages (idempotent)
 
-system-deps: ## install the Debian packages the tests need (chromium, redis-server, prometheus)
+system-deps: ## install the Debian packages the tests need (chromium, redis, prometheus, influxdb)
 	@missing=""; for p in $(SYSTEM_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
 	if [ -n "$$missing" ]; then \
 	  echo "installing system packages:$$missing"; \
 	  if [ "$$(id -u)" = 0 ]; then SUDO=; else SUDO=sudo; fi; \
-	  $$SUDO apt-get update -q && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -q --no-install-recommends $$missing; \
+	  $$SUDO apt-get update -q && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -q $$missing; \
 	fi
 
 $(VENV)/.installed: pyproject.toml Makefile
