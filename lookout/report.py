@@ -9,7 +9,6 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-import numpy as np
 from pydantic import BaseModel, Field
 
 STAGES = ("latency_ms", "compute_ms", "inference_ms", "queue_ms", "transfer_ms")
@@ -41,6 +40,8 @@ class Distribution(BaseModel):
     def of(cls, values: Sequence[float]) -> Distribution:
         if not values:
             return cls(p50=0.0, p99=0.0, mean=0.0, max=0.0)
+        import numpy as np  # here, not at the top: `lookout --help` imports this module
+
         array = np.asarray(values, dtype=np.float64)
         return cls(
             p50=float(np.percentile(array, 50)),
