@@ -78,6 +78,27 @@ def span_s(messages: list[dict[str, Any]]) -> float:
     return (max(stamps) - min(stamps)) / 1000.0 if stamps else 0.0
 
 
+def labels_in(messages: list[dict[str, Any]]) -> set[str]:
+    return {d["label"] for m in messages for d in m["detections"]}
+
+
+def test_vtest_gives_person_and_car_detections(stack: LiveStack, video_path: Path, tmp_path: Path) -> None:
+    out = tmp_path / "vtest.jsonl"
+    stream = LookoutProcess(
+        "stream-vtest", ["stream", str(video_path), "--server", stack.url, "--out", str(out)], {**stack.env}
+    )
+    try:
+        deadline = time.monotonic() + 120
+        while not {"person", "car"} <= labels_in(read_lines(out)):
+            assert stream.alive(), stream.log()[-3000:]
+            assert time.monotonic() < deadline, f"no person and car yet:\n{stream.log()[-3000:]}"
+            time.sleep(0.5)
+        stream.signal(signal.SIGTERM)
+        assert stream.stop(timeout=30) == 0  # a requested stop is a clean exit
+    finally:
+        stream.stop()
+
+
 def test_a_looping_file_keeps_streaming_past_its_end(stack: LiveStack, clip: Path, tmp_path: Path) -> None:
     out = tmp_path / "detections.jsonl"
     stream = LookoutProcess(
@@ -96,8 +117,7 @@ def test_a_looping_file_keeps_streaming_past_its_end(stack: LiveStack, clip: Pat
     finally:
         stream.stop()
     messages = read_lines(out)
-    labels = {d["label"] for m in messages for d in m["detections"]}
-    assert {"person", "car"} <= labels, labels
+    assert {"person", "car"} <= labels_in(messages), labels_in(messages)
     assert all(m["type"] == "detections" and m["model"] == "yolox_nano" for m in messages)
     assert len({m["seq"] for m in messages}) == len(messages)
     assert "Traceback" not in stream.log_path.read_text()
