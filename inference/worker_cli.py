@@ -8,7 +8,7 @@ import logging
 import signal
 from typing import TYPE_CHECKING, Any
 
-from wire.config import WorkerSettings
+from wire.config import WorkerSettings, describe_invalid
 from wire.errors import LookoutError
 
 if TYPE_CHECKING:
@@ -81,9 +81,7 @@ def settings_from(args: argparse.Namespace) -> WorkerSettings:
     try:
         return WorkerSettings(**{name: value for name, value in overrides.items() if value is not None})
     except ValidationError as exc:
-        first = exc.errors()[0]
-        where = ".".join(str(p) for p in first["loc"])
-        raise WorkerConfigError(f"invalid worker setting {where}: {first['msg']}") from exc
+        raise WorkerConfigError(f"invalid worker setting {describe_invalid(exc)}") from exc
 
 
 def run_worker(args: argparse.Namespace) -> int:

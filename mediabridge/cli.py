@@ -9,17 +9,10 @@ import signal
 
 from pydantic import ValidationError
 
-from wire.config import BridgeSettings
+from wire.config import BridgeSettings, describe_invalid
 from wire.errors import LookoutError
 
 log = logging.getLogger(__name__)
-
-
-def option_error(exc: ValidationError) -> str:
-    """One line naming the flag and what is wrong with it."""
-    first = exc.errors()[0]
-    name = "--" + "-".join(str(part) for part in first["loc"]).replace("_", "-")
-    return f"{name}: {first['msg']}"
 
 
 class BridgeConfigError(LookoutError):
@@ -120,7 +113,7 @@ def settings_from_args(args: argparse.Namespace) -> BridgeSettings:
             metrics_port=args.metrics_port,
         )
     except ValidationError as exc:
-        raise BridgeConfigError(option_error(exc)) from exc
+        raise BridgeConfigError(describe_invalid(exc)) from exc
 
 
 def run_bridge(args: argparse.Namespace) -> int:

@@ -8,17 +8,10 @@ from pathlib import Path
 
 from pydantic import ValidationError
 
-from wire.config import SignalingSettings
+from wire.config import SignalingSettings, describe_invalid
 from wire.errors import LookoutError
 
 log = logging.getLogger(__name__)
-
-
-def option_error(exc: ValidationError) -> str:
-    """One line naming the flag and what is wrong with it."""
-    first = exc.errors()[0]
-    name = "--" + "-".join(str(part) for part in first["loc"]).replace("_", "-")
-    return f"{name}: {first['msg']}"
 
 
 class SignalingConfigError(LookoutError):
@@ -79,7 +72,7 @@ def run_signaling(args: argparse.Namespace) -> int:
             max_sample_fps=args.max_sample_fps,
         )
     except ValidationError as exc:
-        raise SignalingConfigError(option_error(exc)) from exc
+        raise SignalingConfigError(describe_invalid(exc)) from exc
     if not 0 < settings.port < 65536:
         raise SignalingConfigError(f"--port {settings.port} is not a TCP port (1-65535)")
     if settings.web_dir is not None and not settings.web_dir.is_dir():

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pydantic import Field
+from pydantic import Field, ValidationError
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -161,3 +161,10 @@ class SignalingSettings(StreamSettings):
     )
     sample_fps: float = Field(default=10.0, gt=0, description="Default frames per second sent to inference.")
     max_sample_fps: float = Field(default=30.0, gt=0, description="Highest sample rate a join may ask for.")
+
+
+def describe_invalid(exc: ValidationError) -> str:
+    """One line naming the command-line flag of the first invalid setting and what is wrong with it."""
+    first = exc.errors()[0]
+    flag = "--" + "-".join(str(part) for part in first["loc"]).replace("_", "-")
+    return f"{flag}: {first['msg']}"

@@ -318,7 +318,7 @@ async def test_sigterm_finishes_in_flight_frames_and_exits_0(
     ("args", "message"),
     [
         (["--redis", "nonsense://where"], "invalid Redis URL"),
-        (["--batch", "0"], "invalid worker setting batch"),
+        (["--batch", "0"], "invalid worker setting --batch"),
         (["--model", "no_such_model_anywhere"], "no_such_model_anywhere"),
     ],
 )
