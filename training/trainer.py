@@ -14,6 +14,8 @@ import logging
 import math
 import os
 import signal
+import subprocess
+import sys
 import time
 from dataclasses import asdict, dataclass, field
 from itertools import islice
@@ -109,13 +111,17 @@ def _maybe_kill_self(rank: int, iteration: int) -> None:
 
 
 def _evaluate(model_file: Path, data: Path) -> dict[str, float]:
-    # The same evaluation code as `lookout eval`, on the same Detector the workers run.
-    from inference.detector import Detector
-    from inference.evaluate import evaluate
-
-    detector = Detector.load(str(model_file), threads=max(1, (os.cpu_count() or 1)))
-    result = evaluate(detector, data)
-    return {"ap": float(result.ap), "ap50": float(result.ap50)}
+    # `lookout eval` itself, in a child process: the same evaluation users run, on the Detector the workers
+    # run, without the training service importing the inference service.
+    result_file = model_file.with_name(f"{model_file.stem}.eval.json")
+    command = [sys.executable, "-m", "lookout", "eval", "--model", str(model_file), "--data", str(data)]
+    command += ["--threads", str(max(1, os.cpu_count() or 1)), "--out", str(result_file), "--quiet"]
+    done = subprocess.run(command, capture_output=True, text=True, check=False)
+    if done.returncode != 0:
+        last = (done.stderr.strip().splitlines() or ["no output"])[-1]
+        raise LookoutError(f"evaluating {model_file} failed (exit {done.returncode}): {last}")
+    result = json.loads(result_file.read_text())
+    return {"ap": float(result["ap"]), "ap50": float(result["ap50"])}
 
 
 def _publish(args: argparse.Namespace, path: Path, metrics: dict[str, float], parent: str) -> dict[str, Any]:
