@@ -20,7 +20,7 @@ from typing import Any
 import av
 import pytest
 
-from tests.lookout.live_stack import LiveStack
+from tests.support.live_stack import LiveStack
 from tests.support.processes import REPO, LookoutProcess
 
 pytestmark = pytest.mark.slow

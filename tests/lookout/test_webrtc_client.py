@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from lookout.webrtc_client import LiveClient, LoopingVideoTrack, publish
-from tests.lookout.live_stack import LiveStack
+from tests.support.live_stack import LiveStack
 
 pytestmark = pytest.mark.slow
 

@@ -14,8 +14,8 @@ import pytest
 from playwright.sync_api import Browser, Page, Playwright, expect
 from playwright.sync_api import TimeoutError as PlaywrightTimeoutError
 
-from tests.lookout.live_stack import LiveStack
 from tests.support.browser import INK_SCRIPT, launch_chromium, open_live_page, wait_for_results
+from tests.support.live_stack import LiveStack
 from tests.support.processes import LookoutProcess
 
 pytestmark = pytest.mark.slow
