@@ -14,8 +14,6 @@ import argparse
 import asyncio
 import os
 import sys
-import time
-import urllib.request
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -24,7 +22,7 @@ from bench.raw import RawStats, measure_raw
 from lookout.batch import LocalRunner, RemoteRunner, list_images, run_images
 from lookout.report import BatchReport, summary_table
 from tests.signaling.rest_harness import start_worker
-from tests.support.processes import LookoutProcess
+from tests.support.processes import LookoutProcess, wait_http
 from tests.support.redis_server import RedisServer, free_port
 
 REPO = Path(__file__).resolve().parents[1]
@@ -51,15 +49,7 @@ def server(workers: int, threads: int) -> Iterator[str]:
     )
     url = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                with urllib.request.urlopen(f"{url}/api/v1/openapi.json", timeout=5):
-                    break
-            except OSError:
-                if not signaling.alive() or time.monotonic() > deadline:
-                    raise RuntimeError(f"signaling did not start:\n{signaling.log()[-2000:]}") from None
-                time.sleep(0.2)
+        wait_http(f"{url}/api/v1/openapi.json", "signaling", 60, [signaling])
         yield url
     finally:
         signaling.stop()

@@ -20,8 +20,6 @@ import re
 import shutil
 import subprocess
 import threading
-import time
-import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -35,7 +33,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from redis.asyncio import Redis
 
 from tests.compose.composefile import COMPOSE_DIR, resolved
-from tests.support.processes import OUTPUT, LookoutProcess, wait_until
+from tests.support.processes import OUTPUT, LookoutProcess, wait_http, wait_until
 from tests.support.redis_server import RedisServer, free_port
 from wire.client import FrameClient
 from wire.messages import DropReason, DropRecord, ResultMessage, now_ms
@@ -160,21 +158,6 @@ def prometheus_config(stack: Stack) -> dict[str, Any]:
             job.pop(discovery, None)
         job["static_configs"] = [{"targets": [f"127.0.0.1:{targets[job['job_name']]}"]}]
     return config
-
-
-def wait_http(url: str, what: str, timeout: float, alive: list[LookoutProcess] | None = None) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        for process in alive or []:
-            assert process.alive(), f"{process.name} exited while starting:\n{process.log()[-3000:]}"
-        try:
-            with urllib.request.urlopen(url, timeout=2) as response:
-                if response.status == 200:
-                    return
-        except OSError:
-            pass
-        time.sleep(0.2)
-    raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what} at {url}")
 
 
 @pytest.fixture(scope="module")

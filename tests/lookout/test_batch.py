@@ -10,8 +10,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
-import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -21,7 +19,7 @@ import pytest
 from lookout.batch import ImageResult, run_images
 from lookout.report import BatchReport, ImageTiming, build_report
 from tests.signaling.rest_harness import start_worker
-from tests.support.processes import REPO, LookoutProcess
+from tests.support.processes import REPO, LookoutProcess, wait_http
 from tests.support.redis_server import RedisServer, free_port
 
 SUBSET = 16
@@ -39,15 +37,7 @@ def server(model_path: Path) -> Iterator[str]:
     )
     url = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                with urllib.request.urlopen(f"{url}/api/v1/openapi.json", timeout=5):
-                    break
-            except OSError:
-                assert signaling.alive(), signaling.log()[-3000:]
-                assert time.monotonic() < deadline, "signaling did not come up within 60 s"
-                time.sleep(0.2)
+        wait_http(f"{url}/api/v1/openapi.json", "signaling", 60, [signaling])
         yield url
     finally:
         signaling.stop()

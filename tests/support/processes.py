@@ -8,6 +8,7 @@ import signal
 import subprocess
 import sys
 import time
+import urllib.request
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 
@@ -76,3 +77,19 @@ async def wait_until(
             return
         await asyncio.sleep(interval)
     raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
+
+
+def wait_http(url: str, what: str, timeout: float, alive: list[LookoutProcess] | None = None) -> None:
+    """Poll ``url`` until it answers 200; fail at once if a process in ``alive`` exits meanwhile."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        for process in alive or []:
+            assert process.alive(), f"{process.name} exited while starting:\n{process.log()[-3000:]}"
+        try:
+            with urllib.request.urlopen(url, timeout=2) as response:
+                if response.status == 200:
+                    return
+        except OSError:
+            pass
+        time.sleep(0.2)
+    raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what} at {url}")
