@@ -234,9 +234,7 @@ def _describe(exc: ValidationError) -> str:
     return f"{where}: {first['msg']}"
 
 
-def parse_client_message(
-    text: str | bytes,
-) -> JoinMessage | OfferMessage | ByeMessage | PingMessage | ListModelsMessage:
+def parse_client_message(text: str | bytes) -> ClientMessage:
     """Parse one client message, checking JSON, version, type and fields in that order."""
     try:
         data: Any = json.loads(text)
@@ -263,18 +261,6 @@ def parse_client_message(
         raise SignalingProtocolError(ErrorCode.BAD_MESSAGE, _describe(exc)) from exc
 
 
-def parse_server_message(
-    text: str | bytes,
-) -> (
-    HelloMessage
-    | ModelsMessage
-    | JoinedMessage
-    | AnswerMessage
-    | DetectionsMessage
-    | StatsMessage
-    | ErrorMessage
-    | ByeMessage
-    | PongMessage
-):
+def parse_server_message(text: str | bytes) -> ServerMessage:
     """Parse one server message (for clients in Python: tests, ``lookout stream``); raises ValidationError."""
     return _server_adapter.validate_json(text)
