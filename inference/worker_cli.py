@@ -92,6 +92,12 @@ def run_worker(args: argparse.Namespace) -> int:
         redis = Redis.from_url(settings.redis_url)
     except ValueError as exc:
         raise WorkerConfigError(f"invalid Redis URL {settings.redis_url!r}: {exc}") from exc
+    import cv2
+
+    # The worker decodes and letterboxes on its one cpu thread, beside the model's thread(s). OpenCV's
+    # own pool would add a thread per core to that and, with one worker per core, contend with the
+    # other workers' models: about 0.5 ms of CPU per frame for nothing (bench/bench_pipeline.py).
+    cv2.setNumThreads(1)
     from inference.detector import Detector
 
     detector = Detector.load(
