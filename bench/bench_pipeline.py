@@ -12,6 +12,10 @@ JPEG frames of ``vtest.mp4`` through ``wire.client.FrameClient`` and reports:
 * overload: frames offered at 3x the measured capacity with a deadline of one single-frame inference;
   the issue's bound is p99(result - capture) < 3 x single-frame inference (the median ``inference_ms``
   measured at light load in this same run).
+* where the CPU goes (Linux): CPU seconds per result of the workers, the redis-server and this bench
+  client while the pipeline runs, beside the raw model run. When the workers already fill every core,
+  throughput is cores / CPU per frame, so this shows how far below 1.0 the ratio must stay on this
+  machine, and which part the rest is spent in.
 
 Each figure is one run by default; ``--repeat N`` gives the median with min and max, which is what to
 quote on this machine (its speed varies from minute to minute, see NOTES.md).
@@ -69,6 +73,40 @@ class Run:
         return self.results / self.seconds if self.seconds else 0.0
 
 
+class CpuMeter:
+    """CPU seconds the given processes and this one spend between ``start`` and ``stop`` (from /proc)."""
+
+    def __init__(self, pids: dict[str, int]) -> None:
+        self.pids = pids
+        self.spent: dict[str, float] = {name: 0.0 for name in [*pids, "bench client"]}
+        self._started: dict[str, float] | None = None
+
+    @staticmethod
+    def available() -> bool:
+        return Path("/proc/self/stat").exists()
+
+    def _now(self) -> dict[str, float]:
+        readings = {name: _process_cpu_s(pid) for name, pid in self.pids.items()}
+        readings["bench client"] = time.process_time()  # the raw sessions are idle while the pipeline runs
+        return readings
+
+    def start(self) -> None:
+        self._started = self._now()
+
+    def stop(self) -> None:
+        if self._started is None:
+            return
+        for name, value in self._now().items():
+            self.spent[name] += value - self._started[name]
+        self._started = None
+
+
+def _process_cpu_s(pid: int) -> float:
+    """User + system CPU seconds of a process, all its threads together."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def percentile(values: list[float], q: float) -> float:
     if not values:
         return float("nan")
@@ -106,13 +144,20 @@ class Raw:
 
 
 async def interleaved(
-    redis: Redis, prefix: str, frames: Frames, raw: Raw, lanes: int, seconds: float, slices: int = 3
+    redis: Redis,
+    prefix: str,
+    frames: Frames,
+    raw: Raw,
+    lanes: int,
+    seconds: float,
+    slices: int = 3,
+    meter: CpuMeter | None = None,
 ) -> Run:
     """Alternate slices of raw ORT and of the pipeline, so that both see the same background load."""
     total = Run()
     for _ in range(slices):
         await asyncio.to_thread(raw.measure, seconds / slices)
-        part = await closed_loop(redis, prefix, frames, lanes, seconds / slices)
+        part = await closed_loop(redis, prefix, frames, lanes, seconds / slices, meter)
         total.results += part.results
         total.seconds += part.seconds
         total.drops += part.drops
@@ -173,12 +218,17 @@ def record(run: Run, outcome: ResultMessage | DropRecord, received_ms: float) ->
         run.drops += 1
 
 
-async def closed_loop(redis: Redis, prefix: str, frames: Frames, lanes: int, seconds: float) -> Run:
+async def closed_loop(
+    redis: Redis, prefix: str, frames: Frames, lanes: int, seconds: float, meter: CpuMeter | None = None
+) -> Run:
     """``lanes`` frames always in flight for ``seconds`` (after half a second of warm-up)."""
     run = Run()
     loop = asyncio.get_running_loop()
     warm_until = loop.time() + 0.5
     stop_at = warm_until + seconds
+    if meter is not None:  # the CPU of exactly the window whose results are counted
+        loop.call_at(warm_until, meter.start)
+        loop.call_at(stop_at, meter.stop)
     async with client(redis, prefix, deadline_ms=60_000) as frames_client:
 
         async def lane(index: int) -> None:
@@ -233,20 +283,53 @@ async def measure(args: argparse.Namespace) -> dict[str, Any]:
                 await wait_for_workers(redis, "one", 1, one)
                 await wait_for_workers(redis, "two", 2, two)
                 await wait_for_workers(redis, "batch4", 1, batched)
+                pids = {
+                    "one": _pids(server, one),
+                    "two": _pids(server, two),
+                }
                 for repeat in range(args.repeat):
                     print(f"run {repeat + 1} of {args.repeat} ...", flush=True)
-                    report["runs"].append(await one_round(redis, frames, args))
+                    report["runs"].append(await one_round(redis, frames, args, pids))
     finally:
         await redis.aclose()
         server.stop()
     return report
 
 
-async def one_round(redis: Redis, frames: Frames, args: argparse.Namespace) -> dict[str, Any]:
+def _pids(server: RedisServer, processes: list[LookoutProcess]) -> dict[str, int]:
+    assert server.process is not None
+    return {**{f"worker {i + 1}": p.pid for i, p in enumerate(processes)}, "redis-server": server.process.pid}
+
+
+def cpu_per_frame(meter: CpuMeter | None, run: Run, model_ms: float) -> dict[str, float]:
+    """Milliseconds of CPU per result: the model run (raw p50), the rest of the workers, redis, client.
+
+    "The rest of the workers" is their CPU beyond the raw model run: decoding, letterboxing, the head,
+    Redis and asyncio, and whatever the model run itself loses to sharing its core and caches with them.
+    """
+    if meter is None or not run.results:
+        return {}
+    per = {name: spent * 1000.0 / run.results for name, spent in meter.spent.items()}
+    workers_ms = sum(value for name, value in per.items() if name.startswith("worker"))
+    return {
+        "model": model_ms,
+        "worker_other": workers_ms - model_ms,
+        "redis": per["redis-server"],
+        "client": per["bench client"],
+        "total": workers_ms + per["redis-server"] + per["bench client"],
+    }
+
+
+async def one_round(
+    redis: Redis, frames: Frames, args: argparse.Namespace, pids: dict[str, dict[str, int]]
+) -> dict[str, Any]:
     seconds = args.seconds
     raw_one, raw_two, raw_batch = Raw(args.model, 1), Raw(args.model, 2), Raw(args.model, 1)
-    single = await interleaved(redis, "one", frames, raw_one, lanes=4, seconds=seconds)
-    double = await interleaved(redis, "two", frames, raw_two, lanes=8, seconds=seconds)
+    metered = CpuMeter.available()
+    meter_one = CpuMeter(pids["one"]) if metered else None
+    meter_two = CpuMeter(pids["two"]) if metered else None
+    single = await interleaved(redis, "one", frames, raw_one, lanes=4, seconds=seconds, meter=meter_one)
+    double = await interleaved(redis, "two", frames, raw_two, lanes=8, seconds=seconds, meter=meter_two)
     batch4 = await interleaved(redis, "batch4", frames, raw_batch, lanes=12, seconds=seconds)
     raw1, raw1_p50, raw2 = raw_one.per_s, raw_one.p50_ms, raw_two.per_s
     light = await closed_loop(redis, "one", frames, lanes=1, seconds=seconds / 2)
@@ -255,7 +338,14 @@ async def one_round(redis: Redis, frames: Frames, args: argparse.Namespace) -> d
     deadline_ms = inference_ms
     overload = await open_loop(redis, "one", frames, 3 * single.per_s, seconds, deadline_ms)
     p99 = percentile(overload.latency_ms, 0.99)
+    cores = len(os.sched_getaffinity(0))
+    two_cpu = cpu_per_frame(meter_two, double, raw_two.p50_ms)
     return {
+        "cores": cores,
+        "one_worker_cpu_ms": cpu_per_frame(meter_one, single, raw1_p50),
+        "two_workers_cpu_ms": two_cpu,
+        # With every core busy, frames/s = cores / CPU per frame: the ratio this machine allows.
+        "two_workers_cpu_bound_ratio": (cores * 1000.0 / two_cpu["total"]) / raw2 if two_cpu else None,
         "raw_1_thread_per_s": raw1,
         "raw_1_thread_p50_ms": raw1_p50,
         "raw_2x1_thread_per_s": raw2,
@@ -276,6 +366,36 @@ async def one_round(redis: Redis, frames: Frames, args: argparse.Namespace) -> d
         "overload_bound_ms": 3 * inference_ms,
         "overload_p99_ratio_to_bound": p99 / (3 * inference_ms),
     }
+
+
+def cpu_rows(runs: list[dict[str, Any]]) -> list[tuple[str, str]]:
+    """Where the CPU of a frame goes, and the ratio that the cores allow (Linux only)."""
+    if not all(r["two_workers_cpu_ms"] for r in runs):
+        return []
+    rows = []
+    for label, key in (("1 worker", "one_worker_cpu_ms"), ("2 workers", "two_workers_cpu_ms")):
+
+        def part(name: str, key: str = key) -> str:
+            return summary([r[key][name] for r in runs])
+
+        rows.append(
+            (
+                f"CPU per frame, {label}",
+                f"raw model run {part('model')} + rest of the workers {part('worker_other')} + redis "
+                f"{part('redis')} "
+                f"+ bench client {part('client')} = {part('total')} ms",
+            )
+        )
+    cores = runs[0]["cores"]
+    needed = summary([r["two_workers_cpu_ms"]["model"] * (1 / TARGET - 1) for r in runs])
+    rows.append(
+        (
+            f"2 workers on {cores} cores",
+            f"CPU-bound at {summary([r['two_workers_cpu_bound_ratio'] for r in runs], '{:.2f}')} x raw; "
+            f"{TARGET} needs at most {needed} ms per frame outside the model",
+        )
+    )
+    return rows
 
 
 def _interrupt(_signum: int, _frame: object) -> None:
@@ -330,6 +450,7 @@ def main(argv: list[str]) -> int:
         ),
         ("", f"{of('overload_drops', '{:.0f}')} dropped, {of('overload_results', '{:.0f}')} inferred"),
     ]
+    rows += cpu_rows(runs)
     print(f"\nmodel {args.model.name}, 640x480 JPEG frames of {args.video.name}, 1 ORT thread per worker")
     for name, figure in rows:
         print(f"  {name:<34} {figure}")

@@ -6,12 +6,26 @@ No speed is asserted: only that what the bench counts adds up.
 from __future__ import annotations
 
 import asyncio
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 from redis.asyncio import Redis
 
 from bench.bench_detector import sample_jpegs
-from bench.bench_pipeline import MODEL, Run, closed_loop, main, open_loop, percentile, record, summary
+from bench.bench_pipeline import (
+    MODEL,
+    CpuMeter,
+    Run,
+    closed_loop,
+    cpu_per_frame,
+    main,
+    open_loop,
+    percentile,
+    record,
+    summary,
+)
 from inference.detector import Detector
 from inference.worker import Worker
 from tests.support.processes import wait_until
@@ -48,6 +62,29 @@ def test_record_separates_latency_from_the_model_run() -> None:
     assert run.latency_ms == [40.0] and run.added_ms == [15.0]
 
 
+def test_cpu_meter_counts_a_busy_process_and_not_an_idle_one() -> None:
+    busy = subprocess.Popen([sys.executable, "-c", "while True: pass"])
+    try:
+        time.sleep(0.3)  # past the interpreter's start-up
+        meter = CpuMeter({"busy": busy.pid})
+        meter.start()
+        time.sleep(0.6)
+        meter.stop()
+    finally:
+        busy.kill()
+        busy.wait()
+    assert meter.spent["busy"] > 0.1
+    assert meter.spent["bench client"] < meter.spent["busy"]  # this process slept meanwhile
+
+
+def test_cpu_per_frame_splits_the_workers_from_the_model_run() -> None:
+    meter = CpuMeter({})
+    meter.spent = {"worker 1": 2.0, "worker 2": 2.0, "redis-server": 0.1, "bench client": 0.2}
+    split = cpu_per_frame(meter, Run(results=200), model_ms=15.0)
+    assert split == {"model": 15.0, "worker_other": 5.0, "redis": 0.5, "client": 1.0, "total": 21.5}
+    assert cpu_per_frame(None, Run(results=200), model_ms=15.0) == {}
+
+
 def test_missing_model_is_a_clear_exit(tmp_path: Path) -> None:
     assert main(["--model", str(tmp_path / "nope.onnx")]) == 2
 
@@ -65,8 +102,10 @@ async def test_load_generators_account_for_every_frame(
             return bool(await live_workers(redis, Keys("one"), MODEL))
 
         await wait_until(started, timeout=30, what="the worker to start")
-        closed = await closed_loop(redis, "one", frames, lanes=2, seconds=0.5)
+        meter = CpuMeter({})
+        closed = await closed_loop(redis, "one", frames, lanes=2, seconds=0.5, meter=meter)
         assert closed.results > 0 and closed.drops == 0 and closed.seconds == 0.5
+        assert meter.spent["bench client"] > 0  # the window of counted results was metered
         # A deadline no frame can meet: every offered frame must come back as a drop, none lost.
         opened = await open_loop(redis, "one", frames, rate=20, seconds=0.5, deadline_ms=-1)
         assert opened.results == 0 and opened.drops >= 5
