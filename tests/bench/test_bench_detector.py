@@ -23,6 +23,10 @@ def test_short_run_reports_ratios(
     assert result["threads"] == 1 and len(result["raw"]) == len(result["detector"]) == 2
     assert result["ratio_min"] <= result["ratio_median"] <= result["ratio_max"]
     assert all(run["n"] >= 3 for run in result["detector"])
+    assert "one frame, stages" in printed
+    assert set(result["stages_ms"]) == {"decode", "letterbox", "model", "head"}
+    assert all(ms > 0 for ms in result["stages_ms"].values())
+    assert result["stages_ms"]["model"] > result["stages_ms"]["head"]
 
 
 def test_sample_jpegs_are_640x480(video_path: Path) -> None:
