@@ -113,8 +113,10 @@ class DetectorRunner:
 
 
 def stage_times(detector: Detector, jpegs: list[bytes], repeats: int = 3) -> dict[str, float]:
-    """Median milliseconds of each stage of one frame, on one thread with OpenCV at one thread (as a
-    worker runs them): what a frame costs beside the model run."""
+    """Median milliseconds of each stage of one frame: what a frame costs beside the model run.
+
+    All on this one thread, with OpenCV held to one thread, the way a worker runs them.
+    """
     stages: dict[str, list[float]] = {"decode": [], "letterbox": [], "model": [], "head": []}
     threads_before = cv2.getNumThreads()
     cv2.setNumThreads(1)

@@ -283,10 +283,7 @@ async def measure(args: argparse.Namespace) -> dict[str, Any]:
                 await wait_for_workers(redis, "one", 1, one)
                 await wait_for_workers(redis, "two", 2, two)
                 await wait_for_workers(redis, "batch4", 1, batched)
-                pids = {
-                    "one": _pids(server, one),
-                    "two": _pids(server, two),
-                }
+                pids = {"one": _pids(server, one), "two": _pids(server, two)}
                 for repeat in range(args.repeat):
                     print(f"run {repeat + 1} of {args.repeat} ...", flush=True)
                     report["runs"].append(await one_round(redis, frames, args, pids))
@@ -381,9 +378,8 @@ def cpu_rows(runs: list[dict[str, Any]]) -> list[tuple[str, str]]:
         rows.append(
             (
                 f"CPU per frame, {label}",
-                f"raw model run {part('model')} + rest of the workers {part('worker_other')} + redis "
-                f"{part('redis')} "
-                f"+ bench client {part('client')} = {part('total')} ms",
+                f"raw model run {part('model')} + rest of the workers {part('worker_other')} "
+                f"+ redis {part('redis')} + bench client {part('client')} = {part('total')} ms",
             )
         )
     cores = runs[0]["cores"]

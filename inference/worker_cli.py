@@ -96,7 +96,7 @@ def run_worker(args: argparse.Namespace) -> int:
 
     # The worker decodes and letterboxes on its one cpu thread, beside the model's thread(s). OpenCV's
     # own pool would add a thread per core to that and, with one worker per core, contend with the
-    # other workers' models: about 0.5 ms of CPU per frame for nothing (bench/bench_pipeline.py).
+    # other workers' models: about 0.5 ms of CPU per frame for nothing, under bench_pipeline's two workers.
     cv2.setNumThreads(1)
     from inference.detector import Detector
 
