@@ -179,6 +179,8 @@ def test_a_requested_stop_exits_zero(images_dir: Path, model_path: Path, stop: s
         text=True,
         cwd=REPO,
         env={**os.environ, "LOOKOUT_MODEL_DIR": str(model_path.parent)},
+        # Started the way a script's background job is: with SIGINT ignored, which Python then keeps.
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_IGN),
     )
     try:
         assert process.stdout is not None
