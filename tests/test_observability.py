@@ -26,13 +26,13 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
-import cv2
 import pytest
 import yaml
 from prometheus_client.parser import text_string_to_metric_families
 from redis.asyncio import Redis
 
 from tests.compose.composefile import COMPOSE_DIR, resolved
+from tests.support.images import imread
 from tests.support.processes import OUTPUT, LookoutProcess, wait_http, wait_until
 from tests.support.redis_server import RedisServer, free_port
 from wire.client import FrameClient
@@ -141,7 +141,7 @@ def compose_service(name: str, overrides: dict[str, str]) -> tuple[list[str], di
 
 def prometheus_config(stack: Stack) -> dict[str, Any]:
     """compose/prometheus.yml with each job's discovery replaced by this test's static targets."""
-    config = yaml.safe_load((COMPOSE_DIR / "prometheus.yml").read_text())
+    config: dict[str, Any] = yaml.safe_load((COMPOSE_DIR / "prometheus.yml").read_text())
     targets = {
         "signaling": stack.signaling_port,
         "bridge": stack.bridge_metrics,
@@ -291,7 +291,7 @@ async def test_traffic_moves_every_metric_the_dashboards_query(
     from lookout.webrtc_client import LiveClient, LoopingVideoTrack
 
     jpeg = (images_dir / "dog.jpg").read_bytes()
-    height, width = cv2.imread(str(images_dir / "dog.jpg")).shape[:2]
+    height, width = imread(images_dir / "dog.jpg").shape[:2]
     timeout = aiohttp.ClientTimeout(total=60)
     try:
         # REST: detections, and one body that is not an image.

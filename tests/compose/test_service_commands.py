@@ -52,7 +52,7 @@ def test_environment_names_settings_of_that_command(name: str, monkeypatch: pyte
     assert not unknown, f"{name} sets variables {settings_class.__name__} does not read: {unknown}"
     for key, value in environment.items():
         monkeypatch.setenv(key, value)
-    settings = settings_class(_env_file=None)  # type: ignore[call-arg]
+    settings = settings_class(_env_file=None)
     for key, value in environment.items():
         field = key.removeprefix("LOOKOUT_").lower()
         assert str(getattr(settings, field)) == value or float(getattr(settings, field)) == float(value)

@@ -16,6 +16,7 @@ import pytest
 from tests.inference.crafted import bomb_png
 from tests.inference.reference import iou, reference_yolox
 from tests.inference.toy_models import constant_output_model
+from tests.support.images import imread
 from tests.support.redis_server import free_port
 
 REPO = Path(__file__).resolve().parents[2]
@@ -55,7 +56,7 @@ def test_detect_dog_matches_the_reference(images_dir: Path, model_path: Path) ->
     record = json.loads(line)
     assert set(record) == {"image", "width", "height", "detections", "inference_ms"}
     assert (record["width"], record["height"]) == (768, 576) and record["inference_ms"] > 0
-    reference = reference_yolox(model_path, cv2.imread(str(images_dir / "dog.jpg")))
+    reference = reference_yolox(model_path, imread(images_dir / "dog.jpg"))
     for label, class_id in (("dog", 16), ("bicycle", 1), ("car", 2)):
         found = max((d for d in record["detections"] if d["label"] == label), key=lambda d: d["score"])
         assert found["class_id"] == class_id and found["score"] > 0.7
@@ -79,9 +80,9 @@ def test_bad_images_fail_alone_and_the_others_are_processed(
     for name, data in bad.items():
         (tmp_path / name).write_bytes(data)
     gray = tmp_path / "gray.png"
-    cv2.imwrite(str(gray), cv2.imread(str(images_dir / "dog.jpg"), cv2.IMREAD_GRAYSCALE))
+    cv2.imwrite(str(gray), imread(images_dir / "dog.jpg", cv2.IMREAD_GRAYSCALE))
     bgra = tmp_path / "bgra.png"
-    cv2.imwrite(str(bgra), cv2.cvtColor(cv2.imread(str(images_dir / "person.jpg")), cv2.COLOR_BGR2BGRA))
+    cv2.imwrite(str(bgra), cv2.cvtColor(imread(images_dir / "person.jpg"), cv2.COLOR_BGR2BGRA))
     order = [
         images_dir / "dog.jpg",
         *(tmp_path / name for name in bad),
@@ -112,7 +113,7 @@ def test_bad_images_fail_alone_and_the_others_are_processed(
     assert "converted a grayscale image" in result.stderr and "converted a 4-channel image" in result.stderr
     written = sorted(p.name for p in (tmp_path / "out").iterdir())
     assert written == ["bgra.jpg", "dog.jpg", "gray.jpg", "person.jpg"]
-    assert cv2.imread(str(tmp_path / "out" / "dog.jpg")).shape == (576, 768, 3)
+    assert imread(tmp_path / "out" / "dog.jpg").shape == (576, 768, 3)
 
 
 def test_a_folder_stands_for_its_images(images_dir: Path, model_path: Path, tmp_path: Path) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from typing import cast
 
 from redis.asyncio import Redis
 
@@ -42,7 +43,7 @@ async def test_a_lost_group_is_recreated_on_the_next_read(redis: Redis) -> None:
 async def test_idle_entries_of_another_consumer_are_claimed(redis: Redis) -> None:
     dead, alive = StreamConsumer(redis, "s", "dead"), StreamConsumer(redis, "s", "alive")
     await dead.ensure_group()
-    ids = [(await redis.xadd("s", {"n": str(i)})).decode() for i in range(3)]
+    ids = [cast(bytes, await redis.xadd("s", {"n": str(i)})).decode() for i in range(3)]
     await dead.read(count=10, block_ms=50)
     assert await alive.claim_idle(min_idle_ms=60_000, count=10) == []  # not idle long enough
     await asyncio.sleep(0.2)
@@ -55,7 +56,7 @@ async def test_idle_entries_of_another_consumer_are_claimed(redis: Redis) -> Non
 async def test_own_pending_pages_and_shows_deleted_entries_empty(redis: Redis) -> None:
     consumer = StreamConsumer(redis, "s", "c1")
     await consumer.ensure_group()
-    ids = [(await redis.xadd("s", {"n": str(i)})).decode() for i in range(7)]
+    ids = [cast(bytes, await redis.xadd("s", {"n": str(i)})).decode() for i in range(7)]
     await consumer.read(count=10, block_ms=50)
     await redis.xdel("s", ids[0])
     pending = await consumer.own_pending(count=3)

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import cv2
 import numpy as np
 import pytest
 
@@ -12,6 +11,7 @@ from inference.detector import Detector
 from inference.errors import UnsupportedImageError
 from tests.inference.reference import iou, reference_yolox
 from tests.inference.toy_models import constant_output_model
+from tests.support.images import imread
 from wire.messages import Detection
 
 
@@ -34,7 +34,7 @@ def test_load_reads_the_graph(nano: Detector, model_path: Path) -> None:
 
 
 def test_dog_matches_the_reference(nano: Detector, model_path: Path, images_dir: Path) -> None:
-    image = cv2.imread(str(images_dir / "dog.jpg"))
+    image = imread(images_dir / "dog.jpg")
     found = nano.detect(image)
     reference = reference_yolox(model_path, image)
     assert len(found) == len(reference) == 4
@@ -49,20 +49,20 @@ def test_dog_matches_the_reference(nano: Detector, model_path: Path, images_dir:
 
 
 def test_thresholds_can_be_overridden_per_call(nano: Detector, images_dir: Path) -> None:
-    image = cv2.imread(str(images_dir / "dog.jpg"))
+    image = imread(images_dir / "dog.jpg")
     assert {d.label for d in nano.detect(image, conf=0.5)} == {"dog", "bicycle", "car"}
     assert len(nano.detect(image, conf=0.01, nms=0.65)) > 4
 
 
 def test_detect_batch_equals_single(nano: Detector, images_dir: Path) -> None:
-    images = [cv2.imread(str(images_dir / n)) for n in ("dog.jpg", "person.jpg")]
+    images = [imread(images_dir / n) for n in ("dog.jpg", "person.jpg")]
     batched = nano.detect_batch(images)
     assert batched == [nano.detect(images[0]), nano.detect(images[1])]
     assert {d.label for d in batched[1] if d.score > 0.8} == {"person", "dog", "horse"}
 
 
 def test_prepare_letterboxes_to_the_top_left(nano: Detector, images_dir: Path) -> None:
-    image = cv2.imread(str(images_dir / "dog.jpg"))  # 768x576
+    image = imread(images_dir / "dog.jpg")  # 768x576
     prepared = nano.prepare(image)
     assert prepared.tensor.shape == (3, 416, 416) and prepared.tensor.dtype == np.float32
     assert prepared.original == (576, 768)

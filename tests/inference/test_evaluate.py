@@ -5,12 +5,12 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import cv2
 import pytest
 
 from inference.detector import Detector
 from inference.evaluate import DatasetError, evaluate, load_dataset
 from inference.labels import COCO_CATEGORY_IDS, COCO_CLASSES
+from tests.support.images import imread
 
 SUBSET = 8
 
@@ -72,7 +72,7 @@ def test_ground_truth_equal_to_the_detections_scores_ap_one(
     (root / "labels").mkdir()
     for name in ("dog.jpg", "person.jpg", "bus.jpg"):
         (root / "images" / name).symlink_to(images_dir / name)
-        image = cv2.imread(str(images_dir / name))
+        image = imread(images_dir / name)
         height, width = image.shape[:2]
         lines = []
         for d in nano.detect(image, conf=0.3):

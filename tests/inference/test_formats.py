@@ -6,6 +6,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from numpy.typing import NDArray
 
 from inference.detector import Detector
 from inference.errors import ModelLoadError
@@ -84,10 +85,8 @@ def test_yolov7_end2end_rows_are_scaled_not_suppressed(tmp_path: Path) -> None:
     detector = Detector.load(path, conf=0.25)
     assert detector.format == YOLOV7_END2END
     found = detector.detect(np.zeros((128, 128, 3), np.uint8))  # scale 0.5, no padding
-    assert [(d.label, d.score) for d in found] == [
-        ("person", pytest.approx(0.9)),
-        ("person", pytest.approx(0.8)),
-    ]
+    expected: list[tuple[str, object]] = [("person", pytest.approx(0.9)), ("person", pytest.approx(0.8))]
+    assert [(d.label, d.score) for d in found] == expected
     assert found[0].box == pytest.approx((20.0, 40.0, 60.0, 80.0))
     assert found[1].box == pytest.approx((24.0, 44.0, 64.0, 84.0))
 
@@ -113,7 +112,12 @@ def test_dynamic_batch_runs_once_for_the_whole_batch(tmp_path: Path) -> None:
     assert detector.max_batch == 0
     calls: list[int] = []
     run = detector.backend.run
-    detector.backend.run = lambda batch: (calls.append(len(batch)), run(batch))[1]  # type: ignore[method-assign]
+
+    def counted_run(batch: NDArray[np.float32]) -> list[NDArray[np.float32]]:
+        calls.append(len(batch))
+        return run(batch)
+
+    detector.backend.run = counted_run  # type: ignore[method-assign]
     images = [np.full((64, 64, 3), value, np.uint8) for value in (51, 102, 204)]
     found = detector.detect_batch(images)
     assert calls == [3]
@@ -129,7 +133,12 @@ def test_fixed_batch_axis_is_filled_and_padded(tmp_path: Path) -> None:
     assert detector.max_batch == 2
     calls: list[int] = []
     run = detector.backend.run
-    detector.backend.run = lambda batch: (calls.append(len(batch)), run(batch))[1]  # type: ignore[method-assign]
+
+    def counted_run(batch: NDArray[np.float32]) -> list[NDArray[np.float32]]:
+        calls.append(len(batch))
+        return run(batch)
+
+    detector.backend.run = counted_run  # type: ignore[method-assign]
     images = [np.full((64, 64, 3), value, np.uint8) for value in (51, 102, 204)]
     found = detector.detect_batch(images)
     assert calls == [2, 2]  # the last call padded with an empty image

@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 from inference.hard_examples import HardExampleSampler
+from tests.support.images import imread
 from wire.messages import Detection, ResultMessage
 
 
@@ -91,7 +92,7 @@ async def test_a_real_worker_writes_a_store_of_training_data(
          "--threads=1", "--watch-registry=false", f"--hard-examples={store}", "--hard-examples-every=2",
          "--hard-examples-high=0.9"],
     )  # fmt: skip
-    image = cv2.imread(str(images_dir / "dog.jpg"))  # dog 0.86, bicycle and car 0.80: inside [0.3, 0.9]
+    image = imread(images_dir / "dog.jpg")  # dog 0.86, bicycle and car 0.80: inside [0.3, 0.9]
     jpeg = cv2.imencode(".jpg", image)[1].tobytes()
     try:
         async with FrameClient(redis, keys=keys) as client:

@@ -64,7 +64,7 @@ def test_bomb_is_refused_from_the_header_before_decoding(monkeypatch: pytest.Mon
     def no_decoding(*args: object) -> None:
         raise AssertionError("the decoder must not run for an oversized header")
 
-    monkeypatch.setattr(images.cv2, "imdecode", no_decoding)
+    monkeypatch.setattr(cv2, "imdecode", no_decoding)  # the very module inference.images decodes with
     with pytest.raises(ImageTooLargeError, match="20000x20000"):
         decode_image(data)
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import hashlib
 import http.server
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -70,7 +70,7 @@ def test_unknown_name_lists_the_known_ones(tmp_path: Path) -> None:
 def test_pull_verifies_and_renames_atomically(mirror: str, tmp_path: Path) -> None:
     seen: list[int] = []
 
-    def progress(done: int, total: int | None) -> object:
+    def progress(done: int, total: int | None) -> Callable[[int], None]:
         assert total == len(PAYLOAD)
         return seen.append
 

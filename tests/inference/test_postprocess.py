@@ -70,8 +70,8 @@ def test_select_decodes_only_the_survivors_like_the_full_decode() -> None:
     grid, strides = yolox_grid((64, 64))
     raw = rng.uniform(-1, 1, (len(grid), 85)).astype(np.float32)
     raw[:, 4:] = rng.uniform(0, 1, (len(grid), 81))
-    fast = select(raw, 0.2, grid=grid, strides=strides)
-    full = select(decode_yolox(raw, grid, strides), 0.2)
+    fast: tuple[np.ndarray, ...] = select(raw, 0.2, grid=grid, strides=strides)
+    full: tuple[np.ndarray, ...] = select(decode_yolox(raw, grid, strides), 0.2)
     assert len(fast[0]) > 5
     for a, b in zip(fast, full, strict=True):
         assert np.allclose(a, b)

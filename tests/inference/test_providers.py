@@ -6,12 +6,12 @@ import importlib.util
 import logging
 from pathlib import Path
 
-import cv2
 import pytest
 
 from inference.detector import Detector
 from inference.errors import ProviderError
 from inference.providers import OrtBackend, ort_providers
+from tests.support.images import imread
 
 CPU, CUDA, TRT = "CPUExecutionProvider", "CUDAExecutionProvider", "TensorrtExecutionProvider"
 HAS_TORCH = all(importlib.util.find_spec(m) for m in ("torch", "onnx2torch"))
@@ -65,7 +65,7 @@ def test_inter_op_threads_are_configurable(model_path: Path) -> None:
 def test_torch_backend_on_cpu_matches_onnxruntime(model_path: Path, images_dir: Path, nano: Detector) -> None:
     detector = Detector.load(model_path, provider="torch")
     assert detector.provider in ("torch:cpu", "torch:cuda") and detector.format == "yolox"
-    image = cv2.imread(str(images_dir / "dog.jpg"))
+    image = imread(images_dir / "dog.jpg")
     found, expected = detector.detect(image), nano.detect(image)
     assert [d.label for d in found] == [d.label for d in expected]
     for a, b in zip(found, expected, strict=True):
@@ -83,5 +83,5 @@ def test_torch_backend_on_cuda(model_path: Path, images_dir: Path) -> None:
         pytest.skip("no CUDA device")
     detector = Detector.load(model_path, provider="torch")
     assert detector.provider == "torch:cuda"
-    found = detector.detect(cv2.imread(str(images_dir / "dog.jpg")))
+    found = detector.detect(imread(images_dir / "dog.jpg"))
     assert {d.label for d in found if d.score > 0.7} == {"dog", "bicycle", "car"}

@@ -70,7 +70,8 @@ async def test_promotion_is_verified_loaded_warmed_and_handed_over(
     redis: Redis, keys: Keys, tmp_path: Path, files: dict[str, Path]
 ) -> None:
     store = tmp_path / "store"
-    worker, loaded = FakeWorker(), []
+    worker = FakeWorker()
+    loaded: list[Path] = []
     watcher = RegistryWatcher(redis, keys, worker, registry_dir=store, load=_loader(loaded))
     assert not await watcher.check()  # nothing promoted: keep serving
     entry = await registry.register(redis, keys, store, "m", files["good"])
@@ -100,7 +101,8 @@ async def test_a_bad_version_is_refused_and_the_old_one_kept(
     reason: str,
 ) -> None:
     store = tmp_path / "store"
-    worker, loaded = FakeWorker(), []
+    worker = FakeWorker()
+    loaded: list[Path] = []
     watcher = RegistryWatcher(redis, keys, worker, registry_dir=store, load=_loader(loaded))
     entry = await registry.register(
         redis, keys, store, "m", files["good" if kind in ("tampered", "missing") else kind]
@@ -129,7 +131,8 @@ async def test_pubsub_and_poll_drive_the_watcher(
     redis: Redis, keys: Keys, tmp_path: Path, files: dict[str, Path]
 ) -> None:
     store = tmp_path / "store"
-    worker, loaded = FakeWorker(), []
+    worker = FakeWorker()
+    loaded: list[Path] = []
     # A poll interval far beyond the test: only the promotion message can trigger the check in time.
     watcher = RegistryWatcher(
         redis, keys, worker, registry_dir=store, load=_loader(loaded), poll_interval_s=300
@@ -189,6 +192,7 @@ async def test_promotion_reaches_running_workers_under_load_without_losing_frame
 ) -> None:
     import cv2
 
+    from tests.support.images import imread
     from tests.support.processes import LookoutProcess
     from wire.client import FrameClient
     from wire.messages import ResultMessage, now_ms
@@ -204,7 +208,7 @@ async def test_promotion_reaches_running_workers_under_load_without_losing_frame
     workers = [LookoutProcess(f"rollout-worker{i}", [*args, f"--id=rollout-{i}"]) for i in range(2)]
     outcomes: list[Any] = []
     stop = asyncio.Event()
-    image = cv2.imread(str(images_dir / "dog.jpg"))
+    image = imread(images_dir / "dog.jpg")
     jpeg = cv2.imencode(".jpg", image)[1].tobytes()
     height, width = image.shape[:2]
 
@@ -298,7 +302,8 @@ async def test_the_watch_survives_a_redis_restart(
     private_redis: Any, keys: Keys, tmp_path: Path, files: dict[str, Path]
 ) -> None:
     redis = Redis.from_url(private_redis.url)
-    worker, loaded = FakeWorker(), []
+    worker = FakeWorker()
+    loaded: list[Path] = []
     store = tmp_path / "store"
     watcher = RegistryWatcher(
         redis, keys, worker, registry_dir=store, load=_loader(loaded), poll_interval_s=0.5

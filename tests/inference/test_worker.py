@@ -12,16 +12,17 @@ import threading
 import time
 from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import pytest
 from redis.asyncio import Redis
 
 from inference.detector import Detector, Prepared
-from inference.images import decode_image
+from inference.images import Image, decode_image
 from inference.worker import Worker
 from tests.inference.worker_helpers import (
+    StreamFields,
     ended_twice,
     frame_fields,
     outcomes_of,
@@ -33,7 +34,7 @@ from wire.client import FrameClient
 from wire.config import StreamSettings, WorkerSettings
 from wire.keys import WORKER_GROUP, Keys
 from wire.liveness import live_workers
-from wire.messages import DropReason, DropRecord, ResultMessage
+from wire.messages import DropReason, DropRecord, Fields, ResultMessage
 from wire.metrics import MODEL_VERSION
 from wire.outcomes import drop_counts
 
@@ -116,6 +117,7 @@ async def test_results_are_the_detectors_own_detections(redis: Redis, nano: Dete
             assert (outcome.worker, outcome.model_version) == (worker.id, nano.version)
             assert outcome.timings.inference_ms > 0 and outcome.timings.decode_ms > 0
             assert outcome.timings.queue_ms >= 0
+        assert isinstance(outcome, ResultMessage)  # mypy forgets the loop's narrowing after the loop
         assert {"person", "car"} <= {d.label for d in outcome.detections}
 
         async def counted() -> bool:
@@ -130,7 +132,7 @@ async def test_garbage_becomes_drop_records_and_the_worker_carries_on(
 ) -> None:
     jpeg = frames[0][0]
     stream = keys.frames(MODEL)
-    entries: list[tuple[dict[str, Any], DropReason | None]] = [
+    entries: list[tuple[StreamFields, DropReason | None]] = [
         (
             {k: v for k, v in frame_fields(jpeg, session="g", seq=0).items() if k != "jpeg"},
             DropReason.MALFORMED,
@@ -158,7 +160,8 @@ async def test_garbage_becomes_drop_records_and_the_worker_carries_on(
                 assert outcome.detail and outcome.worker == worker.id
 
         async def acked() -> bool:
-            return (await redis.xpending(stream, WORKER_GROUP))["pending"] == 0
+            pending: int = (await redis.xpending(stream, WORKER_GROUP))["pending"]
+            return pending == 0
 
         await wait_until(acked, timeout=10, what="every entry acked")
     assert await drop_counts(redis, keys, MODEL) == {
@@ -213,6 +216,7 @@ async def test_a_hot_swap_changes_the_version_between_batches_without_drops(
         ]
         assert isinstance(before, ResultMessage) and before.model_version == nano.version
         assert all(isinstance(o, ResultMessage) and o.model_version == "v2" for o in after)
+        assert isinstance(after[-1], ResultMessage)  # all() above does not narrow for mypy
         assert after[-1].detections == before.detections
         assert MODEL_VERSION.labels(model=MODEL, version="v2", worker=worker.id)._value.get() == 1
 
@@ -228,7 +232,11 @@ async def test_result_hooks_run_off_the_event_loop(redis: Redis, nano: Detector,
         worker.on_result.append(
             lambda image, result: seen.append((threading.get_ident(), image.shape, result.seq))
         )
-        worker.on_result.append(lambda image, result: 1 / 0)  # a failing hook must not hurt anything
+
+        def failing_hook(image: Image, result: ResultMessage) -> None:
+            raise ZeroDivisionError("division by zero")
+
+        worker.on_result.append(failing_hook)  # a failing hook must not hurt anything
         jpeg, width, height = frames[0]
         for _ in range(2):
             assert isinstance(
@@ -319,5 +327,8 @@ async def test_stop_finishes_or_drops_in_flight_frames_and_leaves_cleanly(
     consumers = [c["name"] for c in await redis.xinfo_consumers(stream, WORKER_GROUP)]
     assert worker.id.encode() not in consumers and worker.id not in consumers
     group = (await redis.xinfo_groups(stream))[0]
-    undelivered = await redis.xrange(stream, min=f"({group['last-delivered-id'].decode()}", max="+")
+    undelivered = cast(
+        list[tuple[bytes, Fields]],
+        await redis.xrange(stream, min=f"({group['last-delivered-id'].decode()}", max="+"),
+    )
     assert len(found) + len(undelivered) == 4  # every frame ended or is still waiting on the stream

@@ -18,7 +18,7 @@ from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import pytest
@@ -29,6 +29,7 @@ from redis.asyncio import Redis
 from inference.detector import Detector
 from inference.images import decode_image
 from tests.inference.worker_helpers import (
+    StreamFields,
     ended_twice,
     frame_fields,
     outcomes_of,
@@ -37,11 +38,11 @@ from tests.inference.worker_helpers import (
 )
 from tests.support.processes import REPO, LookoutProcess, wait_until
 from tests.support.redis_server import RedisServer, free_port
-from wire.client import FrameClient
+from wire.client import FrameClient, Outcome
 from wire.config import StreamSettings
 from wire.keys import WORKER_GROUP, Keys
 from wire.liveness import live_workers
-from wire.messages import DropReason, DropRecord, ResultMessage
+from wire.messages import DropReason, DropRecord, Fields, ResultMessage
 from wire.outcomes import drop_counts
 
 MODEL = "yolox_nano"
@@ -152,7 +153,7 @@ async def test_garbage_is_dropped_with_a_reason_and_the_metrics_agree(
     stream = KEYS.frames(MODEL)
     tally_before = Counter(await drop_counts(redis, KEYS, MODEL))
     metric_before = sum((dropped_metric(w) for w in workers), Counter())
-    garbage: list[tuple[dict[str, Any], DropReason | None]] = [
+    garbage: list[tuple[StreamFields, DropReason | None]] = [
         (
             {k: v for k, v in frame_fields(jpeg, session="junk", seq=0).items() if k != "jpeg"},
             DropReason.MALFORMED,
@@ -202,7 +203,7 @@ async def test_overload_drops_stale_frames_and_accepted_latency_stays_bounded(
     interval = 1 / (3 * max(capacity, 40.0))
     tally_before = (await drop_counts(redis, KEYS, MODEL)).get("deadline", 0)
     async with client_for(redis, deadline_ms=deadline_ms) as client:
-        submitted = []
+        submitted: list[tuple[int, asyncio.Future[Outcome]]] = []
         begin = time.monotonic()
         while time.monotonic() - begin < offer_s:
             jpeg, width, height = frames[len(submitted) % len(frames)]
@@ -252,7 +253,7 @@ async def test_a_worker_killed_with_sigkill_loses_no_frame_and_ends_none_twice(
 ) -> None:
     frames = video_jpegs(video_path, 200)
     async with client_for(redis, deadline_ms=6000) as client:
-        submitted = []
+        submitted: list[tuple[int, asyncio.Future[Outcome]]] = []
         for i in range(300):
             jpeg, width, height = frames[i % len(frames)]
             submitted.append(await client.submit(jpeg, model=MODEL, width=width, height=height))
@@ -303,8 +304,9 @@ async def test_sigterm_finishes_in_flight_frames_and_exits_0(
         g for g in await redis.xinfo_groups(stream) if g["name"] in (WORKER_GROUP, WORKER_GROUP.encode())
     )
     last = group["last-delivered-id"]
-    waiting = await redis.xrange(
-        stream, min=f"({last.decode() if isinstance(last, bytes) else last}", max="+"
+    waiting = cast(
+        list[tuple[bytes, Fields]],
+        await redis.xrange(stream, min=f"({last.decode() if isinstance(last, bytes) else last}", max="+"),
     )
     assert len(on_stream) + len(waiting) == len(frames)  # ended, or still on the stream for the next worker
     consumers = {c["name"].decode() for c in await redis.xinfo_consumers(stream, WORKER_GROUP)}

@@ -6,15 +6,20 @@ import asyncio
 from collections import Counter
 from functools import lru_cache
 from pathlib import Path
+from typing import cast
 
 import cv2
 from redis.asyncio import Redis
+from redis.typing import EncodableT, FieldT
 
 from wire.keys import Keys
-from wire.messages import DropRecord, FrameMessage, ResultMessage, decode_outcome, now_ms
+from wire.messages import DropRecord, Fields, FrameMessage, ResultMessage, decode_outcome, now_ms
 
 Jpeg = tuple[bytes, int, int]
 """Encoded frame, width, height."""
+
+StreamFields = dict[FieldT, EncodableT]
+"""Stream fields as redis-py's XADD takes them."""
 
 
 @lru_cache(maxsize=4)
@@ -38,7 +43,8 @@ def video_jpegs(path: Path, count: int, quality: int = 80) -> tuple[Jpeg, ...]:
 
 async def outcomes_of(redis: Redis, keys: Keys, session: str) -> list[ResultMessage | DropRecord]:
     """Every outcome on a session's result stream, oldest first (tests keep the stream untrimmed)."""
-    return [decode_outcome(fields) for _id, fields in await redis.xrange(keys.results(session))]
+    entries = cast(list[tuple[bytes, Fields]], await redis.xrange(keys.results(session)))
+    return [decode_outcome(fields) for _id, fields in entries]
 
 
 def ended_twice(outcomes: list[ResultMessage | DropRecord]) -> dict[int, int]:
@@ -72,7 +78,7 @@ def frame_fields(
     width: int = 480,
     height: int = 360,
     deadline_in_ms: float = 60_000,
-) -> dict[str, bytes | str | int | float]:
+) -> StreamFields:
     """Stream fields of a well-formed frame, for tests that XADD by hand."""
     captured = now_ms()
     frame = FrameMessage(
@@ -85,4 +91,5 @@ def frame_fields(
         height=height,
         jpeg=jpeg,
     )
-    return frame.to_fields()
+    # dict is invariant: a dict[str, bytes | str | int | float] is no StreamFields, though every item fits.
+    return cast(StreamFields, frame.to_fields())

@@ -14,6 +14,7 @@ import pytest
 
 from lookout.webrtc_client import LiveClient, LoopingVideoTrack, publish
 from tests.support.live_stack import LiveStack
+from wire.signaling import DetectionsMessage
 
 pytestmark = pytest.mark.slow
 
@@ -35,10 +36,11 @@ def rtpmap_codecs(sdp: str) -> set[str]:
     }
 
 
-async def person_detections(client: LiveClient, count: int, timeout_s: float = 60) -> list[object]:
-    found = []
+async def person_detections(client: LiveClient, count: int, timeout_s: float = 60) -> list[DetectionsMessage]:
+    found: list[DetectionsMessage] = []
     while len(found) < count:
         message = await client.wait_for("detections", timeout_s=timeout_s)
+        assert isinstance(message, DetectionsMessage)
         if any(d.label == "person" for d in message.detections):
             found.append(message)
     return found
@@ -49,6 +51,7 @@ async def test_video_in_either_codec_gives_person_detections(
     stack: LiveStack, video_path: Path, codec: str
 ) -> None:
     async with LiveClient(stack.url, ice_host_addresses=LOOPBACK, timeout_s=30) as client:
+        assert client.hello is not None  # entering the client waited for hello
         assert {m.name for m in client.hello.models} == {"yolox_nano"}
         joined = await client.join(model="yolox_nano", sample_fps=10)
         assert joined.bridge in stack.bridges

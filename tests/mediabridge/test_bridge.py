@@ -7,6 +7,7 @@ aiortc peer. No worker runs, so frames pile up exactly as they would behind a st
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+from typing import cast
 
 import pytest
 from aiortc import RTCPeerConnection, RTCSessionDescription
@@ -28,7 +29,7 @@ from wire.bridge_rpc import (
 )
 from wire.keys import Keys
 from wire.liveness import live_bridges
-from wire.messages import decode_outcome, now_ms
+from wire.messages import Fields, decode_outcome, now_ms
 from wire.outcomes import drop_counts
 
 MODEL = "yolox_nano"
@@ -85,9 +86,9 @@ async def test_a_stalled_pipeline_gives_counted_bridge_drops_not_a_queue(
         on_stream = await redis.xlen(keys.frames(MODEL))
         assert published_before <= on_stream <= sampler.published + 1  # (a publish may be mid-flight)
         assert sampler.accepted - sampler.published - sampler.dropped in (0, 1)  # one may wait in the mailbox
-        entries = await redis.xrange(keys.results("s-stall"))
+        entries = cast(list[tuple[bytes, Fields]], await redis.xrange(keys.results("s-stall")))
         drops = [decode_outcome(fields) for _, fields in entries]
-        assert all(d.kind == "drop" and d.site.value == "bridge" for d in drops)  # type: ignore[union-attr]
+        assert all(d.kind == "drop" and d.site.value == "bridge" for d in drops)
         assert {d.reason.value for d in drops} <= {"in_flight_limit", "superseded"}  # type: ignore[union-attr]
         assert sum((await drop_counts(redis, keys, MODEL)).values()) >= 3
         assert sample("lookout_frames_in_total", {"site": "bridge", "model": MODEL}) >= frames_in + 5

@@ -58,6 +58,7 @@ def test_advertised_address_replaces_host_candidates_only() -> None:
 def test_rtc_configuration_has_no_servers_by_default() -> None:
     assert ice.rtc_configuration("").iceServers == []
     servers = ice.rtc_configuration("stun:stun.example.org:3478, turn:turn.example.org").iceServers
+    assert servers is not None
     assert [s.urls for s in servers] == ["stun:stun.example.org:3478", "turn:turn.example.org"]
 
 

@@ -6,11 +6,12 @@ import math
 import shutil
 import uuid
 from collections.abc import AsyncIterator, Iterator
+from typing import cast
 
 import pytest
 from aiohttp import web
-from aiohttp.test_utils import TestClient
 from prometheus_client import REGISTRY
+from pytest_aiohttp import AiohttpClient
 from redis.asyncio import Redis
 
 import tests.support.redis_server as redis_support
@@ -18,6 +19,7 @@ from signaling.appkeys import KEYS, REDIS, SETTINGS
 from signaling.monitor import MONITOR, Monitor, ScaleWindow, setup_monitor, stream_stats
 from tests.support.processes import wait_until
 from tests.support.redis_server import RedisServer
+from wire.client import StreamReply
 from wire.config import SignalingSettings
 from wire.keys import WORKER_GROUP, Keys
 from wire.liveness import BridgeInfo, WorkerInfo, beat
@@ -102,7 +104,8 @@ async def test_stream_depth_lag_and_pending(client_of: Redis) -> None:
     read_two = await stream_stats(redis, stream)
     assert (read_two.depth, read_two.lag, read_two.pending) == (5, 3, 2)
 
-    entries = await redis.xreadgroup(WORKER_GROUP, "w1", {stream: ">"}, count=10)
+    entries = cast(StreamReply, await redis.xreadgroup(WORKER_GROUP, "w1", {stream: ">"}, count=10))
+    assert entries is not None
     await redis.xack(stream, WORKER_GROUP, entries[0][1][0][0])
     caught_up = await stream_stats(redis, stream)
     assert (caught_up.depth, caught_up.lag, caught_up.pending) == (5, 0, 4)
@@ -196,7 +199,7 @@ async def test_redis_outage_is_counted_not_raised(private_redis: RedisServer, ke
 
 
 async def test_setup_monitor_serves_metrics_and_refreshes(
-    redis: Redis, keys: Keys, aiohttp_client: object
+    redis: Redis, keys: Keys, aiohttp_client: AiohttpClient
 ) -> None:
     model = unique_model()
     await beat(redis, keys.worker("w9"), WorkerInfo(id="w9", model=model), ttl_s=30)
@@ -205,7 +208,7 @@ async def test_setup_monitor_serves_metrics_and_refreshes(
     app[REDIS] = redis
     app[KEYS] = keys
     setup_monitor(app, interval_s=0.1)
-    client: TestClient = await aiohttp_client(app)  # type: ignore[operator]
+    client = await aiohttp_client(app)
 
     async def scraped() -> bool:
         response = await client.get("/metrics")

@@ -10,8 +10,10 @@ import json
 from typing import Any
 
 import aiohttp
+from aiohttp import web
 from aiohttp.test_utils import TestClient
 from prometheus_client import REGISTRY
+from pytest_aiohttp import AiohttpClient
 from redis.asyncio import Redis
 
 from signaling.app import create_app
@@ -29,6 +31,8 @@ from wire.outcomes import publish_outcome
 
 MODEL = "yolox_nano"
 
+Client = TestClient[web.Request, web.Application]
+
 
 async def receive(ws: aiohttp.ClientWebSocketResponse, *types: str, timeout: float = 20) -> dict[str, Any]:
     while True:
@@ -39,7 +43,7 @@ async def receive(ws: aiohttp.ClientWebSocketResponse, *types: str, timeout: flo
             return data
 
 
-async def joined_socket(client: TestClient) -> tuple[aiohttp.ClientWebSocketResponse, dict[str, Any]]:
+async def joined_socket(client: Client) -> tuple[aiohttp.ClientWebSocketResponse, dict[str, Any]]:
     ws = await client.ws_connect("/ws")
     await receive(ws, "hello")
     await ws.send_json({"v": 1, "type": "join", "sample_fps": 5})
@@ -61,7 +65,7 @@ def result(session: str, seq: int) -> ResultMessage:
 
 
 async def test_each_session_gets_only_its_own_results_and_stats(
-    aiohttp_client: Any, redis_server: RedisServer, redis: Redis, keys: Keys
+    aiohttp_client: AiohttpClient, redis_server: RedisServer, redis: Redis, keys: Keys
 ) -> None:
     client = await aiohttp_client(create_app(signaling_settings(redis_server.url)))
     await beat(redis, keys.bridge("quiet"), BridgeInfo(id="quiet"), 60)
@@ -104,7 +108,7 @@ async def test_each_session_gets_only_its_own_results_and_stats(
 
 
 async def test_bridge_death_is_reported_and_a_rejoin_gets_a_live_bridge(
-    aiohttp_client: Any, redis_server: RedisServer, redis: Redis, keys: Keys
+    aiohttp_client: AiohttpClient, redis_server: RedisServer, redis: Redis, keys: Keys
 ) -> None:
     client = await aiohttp_client(create_app(signaling_settings(redis_server.url)))
     await beat(redis, keys.bridge("doomed"), BridgeInfo(id="doomed"), 60)
@@ -123,7 +127,7 @@ async def test_bridge_death_is_reported_and_a_rejoin_gets_a_live_bridge(
 
 
 async def test_closing_the_socket_hangs_up_and_deletes_the_record(
-    aiohttp_client: Any, redis_server: RedisServer, redis: Redis, keys: Keys
+    aiohttp_client: AiohttpClient, redis_server: RedisServer, redis: Redis, keys: Keys
 ) -> None:
     client = await aiohttp_client(create_app(signaling_settings(redis_server.url)))
     await beat(redis, keys.bridge("b1"), BridgeInfo(id="b1"), 60)
@@ -142,7 +146,7 @@ async def test_closing_the_socket_hangs_up_and_deletes_the_record(
 
 
 async def test_a_bridge_event_ends_the_session(
-    aiohttp_client: Any, redis_server: RedisServer, redis: Redis, keys: Keys
+    aiohttp_client: AiohttpClient, redis_server: RedisServer, redis: Redis, keys: Keys
 ) -> None:
     client = await aiohttp_client(create_app(signaling_settings(redis_server.url)))
     await beat(redis, keys.bridge("b1"), BridgeInfo(id="b1"), 60)
@@ -193,7 +197,7 @@ def test_the_least_loaded_bridge_with_room_is_picked() -> None:
 
 
 async def test_replicas_share_state_through_redis(
-    aiohttp_client: Any, redis_server: RedisServer, redis: Redis, keys: Keys
+    aiohttp_client: AiohttpClient, redis_server: RedisServer, redis: Redis, keys: Keys
 ) -> None:
     one = await aiohttp_client(create_app(signaling_settings(redis_server.url)))
     two = await aiohttp_client(create_app(signaling_settings(redis_server.url)))

@@ -11,8 +11,10 @@ from typing import Any
 
 import aiohttp
 import pytest
+from aiohttp import web
 from aiohttp.test_utils import TestClient
 from prometheus_client import REGISTRY
+from pytest_aiohttp import AiohttpClient
 from redis.asyncio import Redis
 
 from lookout.webrtc_client import LiveClient, LiveClientError
@@ -25,6 +27,8 @@ from wire.keys import Keys
 from wire.liveness import BridgeInfo, beat
 
 MODEL = "yolox_nano"
+
+Client = TestClient[web.Request, web.Application]
 
 
 async def receive(ws: aiohttp.ClientWebSocketResponse, *types: str, timeout: float = 20) -> dict[str, Any]:
@@ -56,19 +60,20 @@ async def worker(redis: Redis, keys: Keys) -> AsyncIterator[FakeWorker]:
 
 
 @pytest.fixture
-async def client(aiohttp_client: Any, redis_server: RedisServer, redis: Redis) -> TestClient:
+async def client(aiohttp_client: AiohttpClient, redis_server: RedisServer, redis: Redis) -> Client:
     app = create_app(signaling_settings(redis_server.url, joins_per_minute=30))
     return await aiohttp_client(app)
 
 
-async def connect(client: TestClient, **kwargs: Any) -> aiohttp.ClientWebSocketResponse:
-    ws = await client.ws_connect("/ws", **kwargs)
+async def connect(client: Client, **kwargs: Any) -> aiohttp.ClientWebSocketResponse:
+    # With **kwargs of Any, mypy cannot pick a ws_connect overload (decode_text) and infers Any.
+    ws: aiohttp.ClientWebSocketResponse = await client.ws_connect("/ws", **kwargs)
     hello = await receive(ws, "hello")
     assert hello["default_model"] == MODEL and hello["sample_fps"] > 0
     return ws
 
 
-async def healthy(client: TestClient) -> None:
+async def healthy(client: Client) -> None:
     response = await client.get("/healthz")
     assert response.status == 200 and (await response.json())["ok"] is True
 
@@ -87,7 +92,7 @@ async def healthy(client: TestClient) -> None:
     ],
 )
 async def test_malformed_messages_get_an_error_and_the_socket_stays(
-    client: TestClient, message: str, code: str
+    client: Client, message: str, code: str
 ) -> None:
     ws = await connect(client)
     errors_before = REGISTRY.get_sample_value("lookout_ws_errors_total", {"code": code}) or 0.0
@@ -98,7 +103,7 @@ async def test_malformed_messages_get_an_error_and_the_socket_stays(
     await ws.close()
 
 
-async def test_binary_frames_and_state_errors(client: TestClient) -> None:
+async def test_binary_frames_and_state_errors(client: Client) -> None:
     ws = await connect(client)
     await ws.send_bytes(b"\x00\x01")
     assert (await receive(ws, "error"))["code"] == "bad_json"
@@ -108,7 +113,7 @@ async def test_binary_frames_and_state_errors(client: TestClient) -> None:
     await ws.close()
 
 
-async def test_join_without_worker_or_bridge_says_so(client: TestClient, redis: Redis, keys: Keys) -> None:
+async def test_join_without_worker_or_bridge_says_so(client: Client, redis: Redis, keys: Keys) -> None:
     ws = await connect(client)
     error = await ask(ws, {"v": 1, "type": "join"}, "error")
     assert error["code"] == "no_worker" and MODEL in error["message"]
@@ -123,7 +128,7 @@ async def test_join_without_worker_or_bridge_says_so(client: TestClient, redis: 
 
 
 async def test_silent_bridge_is_a_bridge_timeout(
-    aiohttp_client: Any, redis_server: RedisServer, redis: Redis, keys: Keys, worker: FakeWorker
+    aiohttp_client: AiohttpClient, redis_server: RedisServer, redis: Redis, keys: Keys, worker: FakeWorker
 ) -> None:
     client = await aiohttp_client(create_app(signaling_settings(redis_server.url, offer_timeout_s=0.5)))
     await beat(redis, keys.bridge("mute"), BridgeInfo(id="mute"), 30)  # registered, but never answers
@@ -137,7 +142,7 @@ async def test_silent_bridge_is_a_bridge_timeout(
 
 
 async def test_api_key_is_required_when_set(
-    aiohttp_client: Any, redis_server: RedisServer, redis: Redis
+    aiohttp_client: AiohttpClient, redis_server: RedisServer, redis: Redis
 ) -> None:
     client = await aiohttp_client(create_app(signaling_settings(redis_server.url, api_key="s3cret")))
     with pytest.raises(aiohttp.WSServerHandshakeError) as refused:
@@ -154,7 +159,7 @@ async def test_api_key_is_required_when_set(
 
 
 async def test_abuse_then_a_fresh_session_still_works(
-    client: TestClient, redis_server: RedisServer, redis: Redis, keys: Keys, worker: FakeWorker
+    client: Client, redis_server: RedisServer, redis: Redis, keys: Keys, worker: FakeWorker
 ) -> None:
     async with running_bridge(redis_server.url, "bridge-a"):
         # 1. A 10 MB message: too_large (or, past aiohttp's hard cap, close code 1009).
@@ -203,7 +208,7 @@ async def test_abuse_then_a_fresh_session_still_works(
 
 
 async def test_a_second_offer_on_an_answered_session_is_refused(
-    client: TestClient, redis_server: RedisServer, worker: FakeWorker
+    client: Client, redis_server: RedisServer, worker: FakeWorker
 ) -> None:
     async with running_bridge(redis_server.url, "bridge-b"):
         url = str(client.make_url("/")).rstrip("/")

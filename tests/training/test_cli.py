@@ -12,11 +12,11 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import cv2
 import pytest
 from redis.asyncio import Redis
 
 from lookout.cli import main
+from tests.support.images import imread
 from tests.support.processes import LookoutProcess
 from tests.support.redis_server import RedisServer
 from wire import registry
@@ -88,7 +88,7 @@ def _hard_example_store(root: Path, model_path: Path, images_dir: Path) -> Path:
     detector = Detector.load(model_path, threads=1)
     sampler = HardExampleSampler(root, low=0.3, high=0.9, every=1)
     for seq, name in enumerate(["dog.jpg", "bus.jpg"]):
-        image = cv2.imread(str(images_dir / name))
+        image = imread(images_dir / name)
         result = ResultMessage(
             session="cam", seq=seq, capture_ms=0, model="yolox_nano", model_version="v0", worker="w",
             width=image.shape[1], height=image.shape[0], detections=detector.detect(image),
@@ -140,7 +140,7 @@ def test_export_runs_in_the_workers_detector(finetuned: dict[str, Any], images_d
 
     detector = Detector.load(finetuned["out"] / "model.onnx", threads=1)
     assert detector.input_size == (416, 416)
-    found = detector.detect(cv2.imread(str(images_dir / "dog.jpg")))
+    found = detector.detect(imread(images_dir / "dog.jpg"))
     assert {"dog", "bicycle", "car"} <= {d.label for d in found}
 
 

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import cv2
 import numpy as np
 import onnxruntime as ort
 import pytest
 import torch
 
+from tests.support.images import imread
 from training.images import letterbox
 from training.model import build_model, freeze_batchnorm, raw_head
 from training.onnx_weights import WeightImportError, import_onnx_weights
@@ -27,7 +27,7 @@ def test_imported_model_matches_onnx_runtime(
     imported: torch.nn.Module, model_path: Path, images_dir: Path, image: str
 ) -> None:
     session = ort.InferenceSession(str(model_path), providers=["CPUExecutionProvider"])
-    tensor, _ = letterbox(cv2.imread(str(images_dir / image)), 416)
+    tensor, _ = letterbox(imread(images_dir / image), 416)
     want = session.run(["output"], {"images": tensor[None]})[0]
     with torch.no_grad():
         got = imported(torch.from_numpy(tensor[None])).numpy()
@@ -41,9 +41,10 @@ def test_frozen_batchnorm_keeps_the_training_forward_exact(
     imported: torch.nn.Module, images_dir: Path
 ) -> None:
     """In train mode with BN frozen, the features are the deployed model's (no batch statistics)."""
-    tensor, _ = letterbox(cv2.imread(str(images_dir / "dog.jpg")), 416)
+    tensor, _ = letterbox(imread(images_dir / "dog.jpg"), 416)
     batch = torch.from_numpy(np.stack([tensor, tensor]))
-    backbone = imported.backbone  # type: ignore[union-attr]
+    backbone = imported.backbone
+    assert isinstance(backbone, torch.nn.Module)  # nn.Module.__getattr__ is typed Tensor | Module
     with torch.no_grad():
         imported.eval()
         expected = [f.clone() for f in backbone(batch)]
@@ -57,7 +58,9 @@ def test_frozen_batchnorm_keeps_the_training_forward_exact(
 
 def test_unfolded_weights_are_well_scaled(imported: torch.nn.Module) -> None:
     """The stem sees 0-255 pixels: its folded weights are tiny; imported, each channel has norm sqrt(2)."""
+    # Each step of the chain is nn.Module.__getattr__, typed Tensor | Module, and Tensor has no .backbone.
     stem = imported.backbone.backbone.stem.conv.conv.weight  # type: ignore[union-attr]
+    assert isinstance(stem, torch.Tensor)
     norms = stem.detach().reshape(stem.shape[0], -1).norm(dim=1)
     assert torch.allclose(norms, torch.full_like(norms, 2**0.5), atol=1e-4)
 

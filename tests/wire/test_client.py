@@ -5,16 +5,17 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import AsyncIterator
+from typing import cast
 
 import pytest
 from redis.asyncio import Redis
 
 from tests.support.redis_server import RedisServer
-from wire.client import FrameClient, iter_outcomes
+from wire.client import FrameClient, StreamReply, iter_outcomes
 from wire.config import StreamSettings
 from wire.keys import WORKER_GROUP, Keys
 from wire.liveness import WorkerInfo, beat
-from wire.messages import DropReason, DropRecord, DropSite, FrameMessage, ResultMessage
+from wire.messages import DropReason, DropRecord, DropSite, Fields, FrameMessage, ResultMessage
 from wire.metrics import FRAMES_DROPPED
 from wire.outcomes import drop_counts, publish_outcome
 from wire.tasks import cancel_and_wait
@@ -28,7 +29,9 @@ async def _respond(redis: Redis, keys: Keys, *, ignore: set[int] | None = None) 
     with contextlib.suppress(Exception):
         await redis.xgroup_create(stream, WORKER_GROUP, id="0", mkstream=True)
     while True:
-        reply = await redis.xreadgroup(WORKER_GROUP, "fake", {stream: ">"}, count=10, block=200)
+        reply = cast(
+            StreamReply, await redis.xreadgroup(WORKER_GROUP, "fake", {stream: ">"}, count=10, block=200)
+        )
         for _stream, entries in reply or []:
             for entry_id, fields in entries:
                 frame = FrameMessage.from_fields(fields)
@@ -100,7 +103,7 @@ async def test_frames_carry_the_default_deadline_and_the_stream_is_bounded(redis
     async with FrameClient(redis, keys=keys, settings=settings) as client:
         for _ in range(300):
             await client.submit(b"x", model=MODEL, width=1, height=1, capture_ms=1000.0)
-        entries = await redis.xrange(keys.frames(MODEL), count=1)
+        entries = cast(list[tuple[bytes, Fields]], await redis.xrange(keys.frames(MODEL), count=1))
         frame = FrameMessage.from_fields(entries[0][1])
         assert frame.deadline_ms == 1750.0 and frame.session == client.session
         assert await redis.xlen(keys.frames(MODEL)) < 150  # trimmed (MAXLEN ~), not 300
@@ -119,7 +122,7 @@ async def test_drop_publishes_a_counted_record(redis: Redis, keys: Keys) -> None
         await client.drop(
             9, model=MODEL, reason=DropReason.IN_FLIGHT_LIMIT, site=DropSite.BRIDGE, detail="full"
         )
-        ((_id, fields),) = await redis.xrange(keys.results(client.session))
+        ((_id, fields),) = cast(list[tuple[bytes, Fields]], await redis.xrange(keys.results(client.session)))
         assert b"in_flight_limit" in fields[b"body"]
         assert await drop_counts(redis, keys, MODEL) == {"in_flight_limit": 1}
 

@@ -50,7 +50,7 @@ def sample_registry() -> tuple[CollectorRegistry, Counter, Gauge, Histogram]:
 def test_points_have_one_field_per_sample_and_labels_as_tags() -> None:
     registry, *_ = sample_registry()
     points = registry_points(registry, {"host": "h1", "service": ""}, time_ns=1_700_000_000_000_000_000)
-    lines = sorted(p.to_line_protocol() for p in points)
+    lines = sorted(p.to_line_protocol() for p in points)  # type: ignore[no-untyped-call]  # Point is unannotated
     assert lines == [
         "lookout_frames_inferred,host=h1,model=yolox_nano,worker=w\\ 1 total=3 1700000000000000000",
         "lookout_inference_seconds,host=h1,model=yolox_nano "

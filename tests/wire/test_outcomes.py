@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+from typing import cast
+
 from redis.asyncio import Redis
 
 from wire.keys import WORKER_GROUP, Keys
-from wire.messages import DropReason, DropRecord, DropSite, ResultMessage, decode_outcome
+from wire.messages import DropReason, DropRecord, DropSite, Fields, ResultMessage, decode_outcome
 from wire.metrics import FRAMES_DROPPED
 from wire.outcomes import Ack, count_drop, drop_counts, publish_outcome, publish_outcomes
 
@@ -21,11 +23,12 @@ def _drop(seq: int, reason: DropReason = DropReason.DEADLINE, session: str = "s1
 
 
 def _metric(reason: DropReason, model: str = "m", site: str = "worker") -> float:
-    return FRAMES_DROPPED.labels(model=model, site=site, reason=reason.value)._value.get()
+    return cast(float, FRAMES_DROPPED.labels(model=model, site=site, reason=reason.value)._value.get())
 
 
 async def _outcomes(redis: Redis, keys: Keys, session: str = "s1") -> list[ResultMessage | DropRecord]:
-    return [decode_outcome(fields) for _id, fields in await redis.xrange(keys.results(session))]
+    entries = cast(list[tuple[bytes, Fields]], await redis.xrange(keys.results(session)))
+    return [decode_outcome(fields) for _id, fields in entries]
 
 
 async def test_result_and_drop_land_on_the_session_stream_and_are_counted(redis: Redis, keys: Keys) -> None:
@@ -34,7 +37,7 @@ async def test_result_and_drop_land_on_the_session_stream_and_are_counted(redis:
     assert await publish_outcome(redis, keys, _drop(2), maxlen=100, ttl_s=60)
     assert [o.seq for o in await _outcomes(redis, keys)] == [1, 2]
     assert await drop_counts(redis, keys, "m") == {"deadline": 1}
-    assert int(await redis.get(keys.inferred_count("m"))) == 1
+    assert int(cast(bytes, await redis.get(keys.inferred_count("m")))) == 1
     assert _metric(DropReason.DEADLINE) == before + 1
 
 
@@ -48,7 +51,7 @@ async def test_result_stream_is_bounded_and_expires(redis: Redis, keys: Keys) ->
 async def test_with_an_ack_a_frame_ends_exactly_once(redis: Redis, keys: Keys) -> None:
     stream = keys.frames("m")
     await redis.xgroup_create(stream, WORKER_GROUP, id="0", mkstream=True)
-    entry_id = (await redis.xadd(stream, {"x": "1"})).decode()
+    entry_id = cast(bytes, await redis.xadd(stream, {"x": "1"})).decode()
     await redis.xreadgroup(WORKER_GROUP, "w1", {stream: ">"})
     ack = Ack(stream, WORKER_GROUP, entry_id)
     before = _metric(DropReason.DEADLINE)
@@ -73,7 +76,7 @@ async def test_an_ack_of_a_lost_group_publishes_nothing(redis: Redis, keys: Keys
 async def test_batch_publication_reports_each_frame(redis: Redis, keys: Keys) -> None:
     stream = keys.frames("m")
     await redis.xgroup_create(stream, WORKER_GROUP, id="0", mkstream=True)
-    ids = [(await redis.xadd(stream, {"x": str(i)})).decode() for i in range(3)]
+    ids = [cast(bytes, await redis.xadd(stream, {"x": str(i)})).decode() for i in range(3)]
     await redis.xreadgroup(WORKER_GROUP, "w1", {stream: ">"})
     await redis.xack(stream, WORKER_GROUP, ids[1])  # ended elsewhere already
     items = [(_result(i), Ack(stream, WORKER_GROUP, entry_id)) for i, entry_id in enumerate(ids)]
@@ -85,7 +88,7 @@ async def test_batch_publication_reports_each_frame(redis: Redis, keys: Keys) ->
 async def test_count_drop_without_a_session_counts_and_acks(redis: Redis, keys: Keys) -> None:
     stream = keys.frames("m")
     await redis.xgroup_create(stream, WORKER_GROUP, id="0", mkstream=True)
-    entry_id = (await redis.xadd(stream, {"junk": "1"})).decode()
+    entry_id = cast(bytes, await redis.xadd(stream, {"junk": "1"})).decode()
     await redis.xreadgroup(WORKER_GROUP, "w1", {stream: ">"})
     before = _metric(DropReason.MALFORMED)
     ack = Ack(stream, WORKER_GROUP, entry_id)

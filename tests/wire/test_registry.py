@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from pathlib import Path
+from typing import cast
 
 import pytest
 from redis.asyncio import Redis
@@ -58,7 +59,7 @@ async def test_promote_rollback_and_events(
         await registry.register(redis, keys, store, "m", model_file)
     pubsub = redis.pubsub()
     await pubsub.subscribe(keys.model_events())
-    assert (await pubsub.get_message(timeout=5))["type"] == "subscribe"  # type: ignore[index]
+    assert (await pubsub.get_message(timeout=5))["type"] == "subscribe"
 
     await registry.promote(redis, keys, "m", "v1")
     await registry.promote(redis, keys, "m", "v3")
@@ -78,7 +79,7 @@ async def test_promote_rollback_and_events(
         assert message is not None
         events.append(message["data"])
     assert events == [b"m"] * 4
-    await pubsub.aclose()
+    await pubsub.aclose()  # type: ignore[no-untyped-call]  # redis-py leaves PubSub.aclose unannotated
 
 
 async def test_clear_errors(redis: Redis, keys: Keys, tmp_path: Path, model_file: Path) -> None:
@@ -93,4 +94,4 @@ async def test_clear_errors(redis: Redis, keys: Keys, tmp_path: Path, model_file
 async def test_keys_stay_under_the_prefix(redis: Redis, tmp_path: Path, model_file: Path) -> None:
     keys = Keys("other")
     await registry.register(redis, keys, tmp_path, "m", model_file)
-    assert all(k.startswith(b"other:") for k in await redis.keys("*"))
+    assert all(k.startswith(b"other:") for k in cast(list[bytes], await redis.keys("*")))
