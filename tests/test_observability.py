@@ -33,9 +33,10 @@ from redis.asyncio import Redis
 
 from tests.compose.composefile import COMPOSE_DIR, resolved
 from tests.support.images import imread
-from tests.support.processes import OUTPUT, LookoutProcess, wait_http, wait_until
+from tests.support.processes import OUTPUT, LookoutProcess, wait_heartbeat, wait_http, wait_until
 from tests.support.redis_server import RedisServer, free_port
 from wire.client import FrameClient
+from wire.keys import Keys
 from wire.messages import DropReason, DropRecord, ResultMessage, now_ms
 
 pytestmark = pytest.mark.slow
@@ -237,6 +238,9 @@ def stack(shared_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterato
         wait_http(
             f"http://127.0.0.1:{running.worker_metrics}/metrics", "worker metrics", READY_TIMEOUT_S, alive
         )
+        # The worker serves /metrics before it joins the frame stream: wait for its first heartbeat,
+        # or REST traffic sent now is refused with no_worker.
+        wait_heartbeat(running.redis.url, Keys().worker_pattern(), "the worker", READY_TIMEOUT_S, alive)
         log.info("stack ready")
         yield running
     finally:

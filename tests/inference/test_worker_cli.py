@@ -22,7 +22,6 @@ from typing import Any, cast
 
 import numpy as np
 import pytest
-import redis as redis_sync
 from prometheus_client.parser import text_string_to_metric_families
 from redis.asyncio import Redis
 
@@ -36,7 +35,7 @@ from tests.inference.worker_helpers import (
     video_jpegs,
     wait_for_outcomes,
 )
-from tests.support.processes import REPO, LookoutProcess, wait_until
+from tests.support.processes import REPO, LookoutProcess, wait_heartbeat, wait_until
 from tests.support.redis_server import RedisServer, free_port
 from wire.client import FrameClient, Outcome
 from wire.config import StreamSettings
@@ -81,17 +80,12 @@ def start_worker(name: str, server: RedisServer, shared_dir: Path) -> WorkerProc
 @pytest.fixture(scope="module")
 def workers(backbone: RedisServer, shared_dir: Path) -> Iterator[list[WorkerProcess]]:
     started = [start_worker(f"backbone-w{i}", backbone, shared_dir) for i in range(2)]
-    client = redis_sync.Redis.from_url(backbone.url)
     try:
-        ends = time.monotonic() + 90
-        while not all(client.exists(KEYS.worker(w.id)) for w in started):
-            for worker in started:
-                assert worker.process.alive(), f"{worker.id} exited:\n{worker.process.log()[-3000:]}"
-            assert time.monotonic() < ends, "the workers did not start within 90 s"
-            time.sleep(0.2)
+        processes = [w.process for w in started]
+        for worker in started:
+            wait_heartbeat(backbone.url, KEYS.worker(worker.id), worker.id, 90, processes)
         yield started
     finally:
-        client.close()
         for worker in started:
             worker.process.stop()
 

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import time
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any, cast
@@ -17,13 +16,12 @@ import cv2
 import jsonschema
 import numpy as np
 from aiohttp import web
-from redis import Redis as SyncRedis
 from redis.asyncio import Redis
 
 from signaling.appkeys import KEYS, REDIS, SETTINGS
 from signaling.openapi import openapi_document
 from signaling.rest import setup_rest
-from tests.support.processes import LookoutProcess
+from tests.support.processes import LookoutProcess, wait_heartbeat
 from wire.config import SignalingSettings
 from wire.keys import WORKER_GROUP, Keys
 from wire.liveness import WorkerInfo, beat
@@ -162,16 +160,9 @@ def start_worker(name: str, redis_url: str, model_dir: Path, *extra: str) -> Loo
         name,
         ["worker", "--model", "yolox_nano", "--model-dir", str(model_dir), "--redis", redis_url, *extra],
     )
-    client = SyncRedis.from_url(redis_url)
     try:
-        deadline = time.monotonic() + 90
-        while time.monotonic() < deadline:
-            if not worker.alive():
-                raise AssertionError(f"the worker exited:\n{worker.log()[-3000:]}")
-            if any(True for _ in client.scan_iter(match=Keys().worker_pattern())):
-                return worker
-            time.sleep(0.2)
+        wait_heartbeat(redis_url, Keys().worker_pattern(), "the worker", 90, [worker])
+    except AssertionError:
         worker.stop()
-        raise AssertionError(f"the worker did not come up within 90 s:\n{worker.log()[-3000:]}")
-    finally:
-        client.close()
+        raise
+    return worker

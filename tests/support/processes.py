@@ -79,17 +79,44 @@ async def wait_until(
     raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
 
 
-def wait_http(url: str, what: str, timeout: float, alive: list[LookoutProcess] | None = None) -> None:
-    """Poll ``url`` until it answers 200; fail at once if a process in ``alive`` exits meanwhile."""
+def _poll(check: Callable[[], bool], timeout: float, alive: list[LookoutProcess] | None) -> bool:
+    """Call ``check`` every 0.2 s until it holds (True) or ``timeout`` passes (False).
+
+    Fails at once if a process in ``alive`` exits meanwhile, with the end of its log.
+    """
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         for process in alive or []:
             assert process.alive(), f"{process.name} exited while starting:\n{process.log()[-3000:]}"
+        if check():
+            return True
+        time.sleep(0.2)
+    return False
+
+
+def wait_http(url: str, what: str, timeout: float, alive: list[LookoutProcess] | None = None) -> None:
+    """Poll ``url`` until it answers 200; fail at once if a process in ``alive`` exits meanwhile."""
+
+    def answers() -> bool:
         try:
             with urllib.request.urlopen(url, timeout=2) as response:
-                if response.status == 200:
-                    return
+                return bool(response.status == 200)
         except OSError:
-            pass
-        time.sleep(0.2)
-    raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what} at {url}")
+            return False
+
+    if not _poll(answers, timeout, alive):
+        raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what} at {url}")
+
+
+def wait_heartbeat(
+    redis_url: str, pattern: str, what: str, timeout: float, alive: list[LookoutProcess] | None = None
+) -> None:
+    """Wait until a heartbeat key matching ``pattern`` exists; fail at once if a process exits."""
+    from redis import Redis
+
+    client = Redis.from_url(redis_url)
+    try:
+        if not _poll(lambda: next(client.scan_iter(match=pattern), None) is not None, timeout, alive):
+            raise AssertionError(f"timed out after {timeout:.0f} s waiting for a heartbeat of {what}")
+    finally:
+        client.close()
