@@ -14,6 +14,7 @@ import random
 import time
 import weakref
 from collections import deque
+from typing import TypeVar
 
 from aiohttp import WSMsgType, web
 from pydantic import BaseModel
@@ -51,6 +52,8 @@ HARD_CAP_FACTOR = 64
 """aiohttp refuses (close 1009) frames this many times over the limit; smaller oversize ones get an error."""
 
 REDIS_ERRORS = (RedisConnectionError, RedisTimeoutError, OSError)
+OfferT = TypeVar("OfferT", HelloMessage, ModelsMessage)
+"""The two messages that tell a client what the server offers."""
 
 
 class ClientError(Exception):
@@ -152,7 +155,7 @@ class SignalingSocket:
         elif isinstance(message, ListModelsMessage):
             await self.send(await self.models_message(ModelsMessage))
 
-    async def models_message(self, kind: type[HelloMessage]) -> HelloMessage:
+    async def models_message(self, kind: type[OfferT]) -> OfferT:
         try:
             workers = await live_workers(self.redis, self.keys)
         except REDIS_ERRORS:

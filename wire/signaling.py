@@ -128,20 +128,25 @@ class ModelAvailability(BaseModel):
     workers: int = Field(description="Live workers serving it.")
 
 
-class HelloMessage(_Message):
-    """Sent on connect: what the server offers."""
+class _Offer(_Message):
+    """What the server offers: the fields ``hello`` and ``models`` share."""
 
-    type: Literal["hello"] = "hello"
     models: list[ModelAvailability] = Field(description="Models with live workers.")
     default_model: str = Field(description="Model used when join names none.")
     sample_fps: float = Field(description="Default sample rate.")
     max_sample_fps: float = Field(description="Highest sample rate a join may ask for.")
 
 
-class ModelsMessage(HelloMessage):
+class HelloMessage(_Offer):
+    """Sent on connect: what the server offers."""
+
+    type: Literal["hello"] = "hello"
+
+
+class ModelsMessage(_Offer):
     """Reply to ``list_models``: same fields as ``hello``."""
 
-    type: Literal["models"] = "models"  # type: ignore[assignment]
+    type: Literal["models"] = "models"
 
 
 class JoinedMessage(_Message):
