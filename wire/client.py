@@ -184,7 +184,7 @@ class FrameClient:
         try:
             await self.redis.xadd(
                 self.keys.frames(model),
-                frame.to_fields(),  # type: ignore[arg-type]
+                frame.to_fields(),
                 maxlen=self.settings.frame_stream_maxlen,
                 approximate=True,
             )

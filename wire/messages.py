@@ -15,6 +15,7 @@ from enum import StrEnum
 from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from redis.typing import EncodableT, FieldT
 
 from wire import PROTOCOL_VERSION
 
@@ -92,7 +93,8 @@ class FrameMessage(BaseModel):
     )
     v: int = Field(default=PROTOCOL_VERSION, description="Protocol version.")
 
-    def to_fields(self) -> dict[str, bytes | str | int | float]:
+    def to_fields(self) -> dict[FieldT, EncodableT]:
+        """The stream entry's fields, typed as redis-py's ``xadd`` takes them."""
         return {
             "v": self.v,
             "session": self.session,

@@ -91,5 +91,4 @@ def frame_fields(
         height=height,
         jpeg=jpeg,
     )
-    # dict is invariant: a dict[str, bytes | str | int | float] is no StreamFields, though every item fits.
-    return cast(StreamFields, frame.to_fields())
+    return frame.to_fields()

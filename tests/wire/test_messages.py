@@ -29,7 +29,7 @@ def _fields(frame: FrameMessage) -> dict[bytes, bytes]:
     def raw(value: object) -> bytes:
         return value if isinstance(value, bytes) else str(value).encode()
 
-    return {k.encode(): raw(v) for k, v in frame.to_fields().items()}
+    return {raw(k): raw(v) for k, v in frame.to_fields().items()}
 
 
 def _frame(**overrides: object) -> FrameMessage:
