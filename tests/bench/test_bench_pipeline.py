@@ -19,7 +19,9 @@ from bench.bench_pipeline import (
     CpuMeter,
     Run,
     closed_loop,
+    cores_allow,
     cpu_per_frame,
+    cpu_rows,
     main,
     open_loop,
     percentile,
@@ -83,6 +85,20 @@ def test_cpu_per_frame_splits_the_workers_from_the_model_run() -> None:
     split = cpu_per_frame(meter, Run(results=200), model_ms=15.0)
     assert split == {"model": 15.0, "worker_other": 5.0, "redis": 0.5, "client": 1.0, "total": 21.5}
     assert cpu_per_frame(None, Run(results=200), model_ms=15.0) == {}
+
+
+def test_the_cores_bound_the_ratio_only_when_they_are_full() -> None:
+    # 2 cores, 20 ms of CPU per frame: at most 100 frames/s, against 130 for the raw models.
+    assert cores_allow(2, 20.0, 130.0) == 100 / 130
+    assert cores_allow(16, 20.0, 130.0) == 1.0  # spare cores: only the models themselves bound it
+    split = {"model": 15.0, "worker_other": 4.0, "redis": 0.5, "client": 1.0, "total": 20.5}
+    run = {"cores": 2, "one_worker_cpu_ms": split, "two_workers_cpu_ms": split}
+    (_one, _two, (name, figure)) = cpu_rows([{**run, "two_workers_cpu_bound_ratio": 0.75}])
+    assert name == "2 workers on 2 cores" and "at most 0.75 x raw" in figure
+    assert "needs at most 1.7 ms per frame outside the model" in figure  # 15 x (1 / 0.9 - 1)
+    (*_rows, (name, figure)) = cpu_rows([{**run, "cores": 16, "two_workers_cpu_bound_ratio": 1.0}])
+    assert name == "2 workers on 16 cores" and "needs" not in figure
+    assert cpu_rows([{**run, "two_workers_cpu_ms": {}}]) == []
 
 
 def test_missing_model_is_a_clear_exit(tmp_path: Path) -> None:
