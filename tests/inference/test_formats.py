@@ -105,11 +105,8 @@ def test_yolox_format_from_toy_graph_decodes_the_grid(tmp_path: Path) -> None:
     assert found[0].box == pytest.approx((8.0, 0.0, 40.0, 16.0))
 
 
-def test_dynamic_batch_runs_once_for_the_whole_batch(tmp_path: Path) -> None:
-    table = np.zeros((YOLOV7_ROWS, 85), np.float32)
-    table[0] = v7_row(32, 32, 16, 16, 0.0, 0, 1.0)  # obj = mean of the image (added by the graph)
-    detector = Detector.load(dynamic_batch_model(tmp_path / "dyn.onnx", table), conf=0.05)
-    assert detector.max_batch == 0
+def count_model_calls(detector: Detector) -> list[int]:
+    """Record the batch size of every model call the detector makes from now on."""
     calls: list[int] = []
     run = detector.backend.run
 
@@ -118,6 +115,15 @@ def test_dynamic_batch_runs_once_for_the_whole_batch(tmp_path: Path) -> None:
         return run(batch)
 
     detector.backend.run = counted_run  # type: ignore[method-assign]
+    return calls
+
+
+def test_dynamic_batch_runs_once_for_the_whole_batch(tmp_path: Path) -> None:
+    table = np.zeros((YOLOV7_ROWS, 85), np.float32)
+    table[0] = v7_row(32, 32, 16, 16, 0.0, 0, 1.0)  # obj = mean of the image (added by the graph)
+    detector = Detector.load(dynamic_batch_model(tmp_path / "dyn.onnx", table), conf=0.05)
+    assert detector.max_batch == 0
+    calls = count_model_calls(detector)
     images = [np.full((64, 64, 3), value, np.uint8) for value in (51, 102, 204)]
     found = detector.detect_batch(images)
     assert calls == [3]
@@ -131,14 +137,7 @@ def test_fixed_batch_axis_is_filled_and_padded(tmp_path: Path) -> None:
     path = dynamic_batch_model(tmp_path / "fixed.onnx", table, batch=2)
     detector = Detector.load(path, conf=0.05)
     assert detector.max_batch == 2
-    calls: list[int] = []
-    run = detector.backend.run
-
-    def counted_run(batch: NDArray[np.float32]) -> list[NDArray[np.float32]]:
-        calls.append(len(batch))
-        return run(batch)
-
-    detector.backend.run = counted_run  # type: ignore[method-assign]
+    calls = count_model_calls(detector)
     images = [np.full((64, 64, 3), value, np.uint8) for value in (51, 102, 204)]
     found = detector.detect_batch(images)
     assert calls == [2, 2]  # the last call padded with an empty image
