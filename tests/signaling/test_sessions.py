@@ -6,12 +6,9 @@ records, so these tests need no media; tests/lookout/test_webrtc_client.py runs 
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 import aiohttp
-from aiohttp import web
-from aiohttp.test_utils import TestClient
 from prometheus_client import REGISTRY
 from pytest_aiohttp import AiohttpClient
 from redis.asyncio import Redis
@@ -20,7 +17,7 @@ from signaling.app import create_app
 from signaling.sessions import new_session_id
 from signaling.ws import pick_bridge
 from tests.signaling.rest_harness import FakeWorker
-from tests.signaling.ws_harness import signaling_settings
+from tests.signaling.ws_harness import Client, receive, signaling_settings
 from tests.support.processes import wait_until
 from tests.support.redis_server import RedisServer
 from wire.bridge_rpc import HangupRequest, SessionEvent, load_session, next_request, publish_event
@@ -30,17 +27,6 @@ from wire.messages import Detection, DropReason, DropRecord, DropSite, ResultMes
 from wire.outcomes import publish_outcome
 
 MODEL = "yolox_nano"
-
-Client = TestClient[web.Request, web.Application]
-
-
-async def receive(ws: aiohttp.ClientWebSocketResponse, *types: str, timeout: float = 20) -> dict[str, Any]:
-    while True:
-        msg = await ws.receive(timeout=timeout)
-        assert msg.type == aiohttp.WSMsgType.TEXT, f"socket ended: {msg}"
-        data: dict[str, Any] = json.loads(msg.data)
-        if data["type"] in types:
-            return data
 
 
 async def joined_socket(client: Client) -> tuple[aiohttp.ClientWebSocketResponse, dict[str, Any]]:

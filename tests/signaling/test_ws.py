@@ -11,8 +11,6 @@ from typing import Any
 
 import aiohttp
 import pytest
-from aiohttp import web
-from aiohttp.test_utils import TestClient
 from prometheus_client import REGISTRY
 from pytest_aiohttp import AiohttpClient
 from redis.asyncio import Redis
@@ -20,27 +18,13 @@ from redis.asyncio import Redis
 from lookout.webrtc_client import LiveClient, LiveClientError
 from signaling.app import create_app
 from tests.signaling.rest_harness import FakeWorker
-from tests.signaling.ws_harness import StillTrack, running_bridge, signaling_settings
+from tests.signaling.ws_harness import Client, StillTrack, receive, running_bridge, signaling_settings
 from tests.support.processes import wait_until
 from tests.support.redis_server import RedisServer
 from wire.keys import Keys
 from wire.liveness import BridgeInfo, beat
 
 MODEL = "yolox_nano"
-
-Client = TestClient[web.Request, web.Application]
-
-
-async def receive(ws: aiohttp.ClientWebSocketResponse, *types: str, timeout: float = 20) -> dict[str, Any]:
-    """The next message of one of ``types`` (stats, which arrive on their own schedule, are skipped)."""
-    while True:
-        msg = await ws.receive(timeout=timeout)
-        assert msg.type == aiohttp.WSMsgType.TEXT, f"socket ended: {msg}"
-        data: dict[str, Any] = json.loads(msg.data)
-        assert data["v"] == 1
-        if data["type"] in types:
-            return data
-        assert data["type"] in ("stats", "detections", "hello", "models"), data
 
 
 async def ask(

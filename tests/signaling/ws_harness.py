@@ -11,12 +11,16 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import fractions
+import json
 import time
 from collections.abc import AsyncIterator
 from typing import Any
 
+import aiohttp
 import av
 import numpy as np
+from aiohttp import web
+from aiohttp.test_utils import TestClient
 from aiortc import VideoStreamTrack
 from redis.asyncio import Redis
 
@@ -25,6 +29,21 @@ from mediabridge.bridge import MediaBridge
 from tests.support.processes import wait_until
 from wire.config import BridgeSettings, SignalingSettings
 from wire.keys import Keys
+
+Client = TestClient[web.Request, web.Application]
+"""The aiohttp test client of the signaling app."""
+
+
+async def receive(ws: aiohttp.ClientWebSocketResponse, *types: str, timeout: float = 20) -> dict[str, Any]:
+    """The next message of one of ``types`` (stats, which arrive on their own schedule, are skipped)."""
+    while True:
+        msg = await ws.receive(timeout=timeout)
+        assert msg.type == aiohttp.WSMsgType.TEXT, f"socket ended: {msg}"
+        data: dict[str, Any] = json.loads(msg.data)
+        assert data["v"] == 1
+        if data["type"] in types:
+            return data
+        assert data["type"] in ("stats", "detections", "hello", "models"), data
 
 
 def signaling_settings(redis_url: str, **overrides: Any) -> SignalingSettings:
