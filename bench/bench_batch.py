@@ -14,16 +14,13 @@ import argparse
 import asyncio
 import os
 import sys
-from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager
 from pathlib import Path
 
 from bench.raw import RawStats, measure_raw
 from lookout.batch import LocalRunner, RemoteRunner, list_images, run_images
 from lookout.report import BatchReport, summary_table
-from tests.signaling.rest_harness import start_worker
-from tests.support.processes import LookoutProcess, wait_http
-from tests.support.redis_server import RedisServer, free_port
+from tests.signaling.rest_harness import rest_stack
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED = Path(os.environ.get("LOOKOUT_SHARED_DIR", REPO.parent / "shared"))
@@ -31,31 +28,9 @@ MODEL_DIR = SHARED / "models"
 IMAGES = SHARED / "data" / "coco-subset" / "coco128" / "images" / "train2017"
 
 
-@contextmanager
-def server(workers: int, threads: int) -> Iterator[str]:
+def server(workers: int, threads: int) -> AbstractContextManager[str]:
     """A private redis, ``workers`` workers and one signaling process; yields the base URL."""
-    redis = RedisServer()
-    redis.start()
-    started = [
-        start_worker(
-            f"bench-batch-worker{i}", redis.url, MODEL_DIR, "--threads", str(threads), "--id", f"bw{i}"
-        )
-        for i in range(workers)
-    ]
-    port = free_port()
-    signaling = LookoutProcess(
-        "bench-batch-signaling",
-        ["signaling", "--host", "127.0.0.1", "--port", str(port), "--redis", redis.url],
-    )
-    url = f"http://127.0.0.1:{port}"
-    try:
-        wait_http(f"{url}/api/v1/openapi.json", "signaling", 60, [signaling])
-        yield url
-    finally:
-        signaling.stop()
-        for worker in started:
-            worker.stop()
-        redis.stop()
+    return rest_stack("bench-batch", MODEL_DIR, workers, "--threads", str(threads))
 
 
 async def run_local(images: list[Path], threads: int) -> BatchReport:

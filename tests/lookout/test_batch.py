@@ -18,9 +18,9 @@ import pytest
 
 from lookout.batch import ImageResult, run_images
 from lookout.report import BatchReport, ImageTiming, build_report
-from tests.signaling.rest_harness import start_worker
-from tests.support.processes import REPO, LookoutProcess, wait_http
-from tests.support.redis_server import RedisServer, free_port
+from tests.signaling.rest_harness import rest_stack
+from tests.support.processes import REPO
+from tests.support.redis_server import free_port
 
 SUBSET = 16
 
@@ -28,21 +28,8 @@ SUBSET = 16
 @pytest.fixture(scope="module")
 def server(model_path: Path) -> Iterator[str]:
     """A private redis, one worker and one signaling process; yields the server's base URL."""
-    redis = RedisServer()
-    redis.start()
-    worker = start_worker("batch-worker", redis.url, model_path.parent)
-    port = free_port()
-    signaling = LookoutProcess(
-        "batch-signaling", ["signaling", "--host", "127.0.0.1", "--port", str(port), "--redis", redis.url]
-    )
-    url = f"http://127.0.0.1:{port}"
-    try:
-        wait_http(f"{url}/api/v1/openapi.json", "signaling", 60, [signaling])
+    with rest_stack("batch", model_path.parent) as url:
         yield url
-    finally:
-        signaling.stop()
-        worker.stop()
-        redis.stop()
 
 
 @pytest.fixture(scope="module")

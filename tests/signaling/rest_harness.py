@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 from typing import Any, cast
 
@@ -21,7 +21,8 @@ from redis.asyncio import Redis
 from signaling.appkeys import KEYS, REDIS, SETTINGS
 from signaling.openapi import openapi_document
 from signaling.rest import setup_rest
-from tests.support.processes import LookoutProcess, wait_heartbeat
+from tests.support.processes import LookoutProcess, wait_heartbeat, wait_http
+from tests.support.redis_server import RedisServer, free_port
 from wire.config import SignalingSettings
 from wire.keys import WORKER_GROUP, Keys
 from wire.liveness import WorkerInfo, beat
@@ -166,3 +167,29 @@ def start_worker(name: str, redis_url: str, model_dir: Path, *extra: str) -> Loo
         worker.stop()
         raise
     return worker
+
+
+@contextlib.contextmanager
+def rest_stack(name: str, model_dir: Path, workers: int = 1, *worker_args: str) -> Iterator[str]:
+    """A private redis, ``workers`` real workers and one real `lookout signaling`; yields its base URL."""
+    redis = RedisServer()
+    redis.start()
+    started: list[LookoutProcess] = []
+    signaling: LookoutProcess | None = None
+    try:
+        for i in range(workers):
+            started.append(start_worker(f"{name}-worker{i}", redis.url, model_dir, *worker_args))
+        port = free_port()
+        signaling = LookoutProcess(
+            f"{name}-signaling",
+            ["signaling", "--host", "127.0.0.1", "--port", str(port), "--redis", redis.url],
+        )
+        url = f"http://127.0.0.1:{port}"
+        wait_http(f"{url}/api/v1/openapi.json", "signaling", 60, [signaling])
+        yield url
+    finally:
+        if signaling is not None:
+            signaling.stop()
+        for worker in started:
+            worker.stop()
+        redis.stop()
