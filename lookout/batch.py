@@ -12,7 +12,6 @@ import argparse
 import asyncio
 import json
 import logging
-import signal
 import sys
 import time
 from collections.abc import Awaitable, Callable
@@ -21,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from lookout.report import BatchReport, ImageTiming, build_report, summary_table
+from lookout.signals import stop_requested
 from wire.config import SignalingSettings, WorkerSettings
 from wire.errors import LookoutError
 from wire.messages import Detection
@@ -180,12 +180,8 @@ async def run_images(
         queue.put_nowait(path)
     results: list[ImageResult] = []
     bar = tqdm(total=len(images), unit="img", disable=not progress, file=sys.stderr)
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, stop.set)
 
-    async def lane() -> None:
+    async def lane(stop: asyncio.Event) -> None:
         while not stop.is_set():
             try:
                 path = queue.get_nowait()
@@ -198,18 +194,19 @@ async def run_images(
             bar.update(1)
 
     started = time.perf_counter()
-    lanes: asyncio.Future[Any] = asyncio.gather(*(lane() for _ in range(min(concurrency, len(images)))))
-    stopper: asyncio.Future[Any] = asyncio.ensure_future(stop.wait())
-    try:
-        await asyncio.wait([lanes, stopper], return_when=asyncio.FIRST_COMPLETED)
-        if stop.is_set():
-            log.info("stop requested: finishing the images in flight")
-        await lanes  # lanes stop taking images once stop is set; in-flight ones finish
-    finally:
-        stopper.cancel()
-        bar.close()
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            loop.remove_signal_handler(sig)
+    with stop_requested() as stop:
+        lanes: asyncio.Future[Any] = asyncio.gather(
+            *(lane(stop) for _ in range(min(concurrency, len(images))))
+        )
+        stopper: asyncio.Future[Any] = asyncio.ensure_future(stop.wait())
+        try:
+            await asyncio.wait([lanes, stopper], return_when=asyncio.FIRST_COMPLETED)
+            if stop.is_set():
+                log.info("stop requested: finishing the images in flight")
+            await lanes  # lanes stop taking images once stop is set; in-flight ones finish
+        finally:
+            stopper.cancel()
+            bar.close()
     wall_s = time.perf_counter() - started
     return describe(results, wall_s, stop.is_set(), len(images)), results
 

@@ -13,7 +13,6 @@ import collections
 import contextlib
 import json
 import logging
-import signal
 import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -21,6 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
 
+from lookout.signals import stop_requested
 from wire.config import BridgeSettings, SignalingSettings
 from wire.errors import LookoutError
 
@@ -286,58 +286,54 @@ async def _stream(args: argparse.Namespace) -> int:
         sink = AnnotatedVideo(args.annotate, recent, args.fps or BridgeSettings().sample_fps)
     else:
         sink = JsonLines(args.out)
-    stop = asyncio.Event()
     loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, stop.set)
-    if hasattr(source.track, "on"):  # MediaPlayer tracks say when the source has ended
-        source.track.on("ended", stop.set)
-    if args.duration is not None:
-        loop.call_later(args.duration, stop.set)
-    counts = {"detections": 0, "objects": 0}
-    started = time.monotonic()
-    last_report = [started]
+    with stop_requested() as stop:
+        if hasattr(source.track, "on"):  # MediaPlayer tracks say when the source has ended
+            source.track.on("ended", stop.set)
+        if args.duration is not None:
+            loop.call_later(args.duration, stop.set)
+        counts = {"detections": 0, "objects": 0}
+        started = time.monotonic()
+        last_report = [started]
 
-    async def on_message(message: Any) -> None:
-        if message.type == "detections":
-            counts["detections"] += 1
-            counts["objects"] += len(message.detections)
-            await sink.write(message)
-            now = time.monotonic()
-            if now - last_report[0] >= PROGRESS_EVERY_S:
-                last_report[0] = now
-                log.info(
-                    "%.0f s: %d frames analysed (%.1f/s), %d objects, latency %.0f ms",
-                    now - started,
-                    counts["detections"],
-                    counts["detections"] / (now - started),
-                    counts["objects"],
-                    message.latency_ms,
-                )
-        elif message.type == "error":
-            log.warning("server error %s: %s", message.code, message.message)
+        async def on_message(message: Any) -> None:
+            if message.type == "detections":
+                counts["detections"] += 1
+                counts["objects"] += len(message.detections)
+                await sink.write(message)
+                now = time.monotonic()
+                if now - last_report[0] >= PROGRESS_EVERY_S:
+                    last_report[0] = now
+                    log.info(
+                        "%.0f s: %d frames analysed (%.1f/s), %d objects, latency %.0f ms",
+                        now - started,
+                        counts["detections"],
+                        counts["detections"] / (now - started),
+                        counts["objects"],
+                        message.latency_ms,
+                    )
+            elif message.type == "error":
+                log.warning("server error %s: %s", message.code, message.message)
 
-    key = args.api_key if args.api_key is not None else SignalingSettings().api_key
-    ice_hosts = args.ice_host if args.ice_host is not None else BridgeSettings().ice_host_addresses
-    log.info("streaming %s to %s", source.describe, args.server)
-    try:
-        ended = await publish(
-            track,
-            args.server,
-            model=args.model,
-            sample_fps=args.fps,
-            codec=args.codec,
-            api_key=key,
-            on_message=on_message,
-            stop=stop,
-            ice_host_addresses=[a.strip() for a in ice_hosts.split(",") if a.strip()] or None,
-        )
-    finally:
-        with contextlib.suppress(Exception):
-            track.stop()
-        sink.close()
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            loop.remove_signal_handler(sig)
+        key = args.api_key if args.api_key is not None else SignalingSettings().api_key
+        ice_hosts = args.ice_host if args.ice_host is not None else BridgeSettings().ice_host_addresses
+        log.info("streaming %s to %s", source.describe, args.server)
+        try:
+            ended = await publish(
+                track,
+                args.server,
+                model=args.model,
+                sample_fps=args.fps,
+                codec=args.codec,
+                api_key=key,
+                on_message=on_message,
+                stop=stop,
+                ice_host_addresses=[a.strip() for a in ice_hosts.split(",") if a.strip()] or None,
+            )
+        finally:
+            with contextlib.suppress(Exception):
+                track.stop()
+            sink.close()
     elapsed = time.monotonic() - started
     log.info(
         "stopped after %.0f s: %d frames analysed, %d objects%s",
