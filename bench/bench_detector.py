@@ -24,6 +24,7 @@ import cv2
 import numpy as np
 
 from bench.raw import RawRunner, RawStats
+from bench.stats import summary
 from inference.detector import Detector, Prepared
 from inference.images import decode_image
 
@@ -142,11 +143,6 @@ def stage_times(detector: Detector, jpegs: list[bytes], repeats: int = 3) -> dic
     finally:
         cv2.setNumThreads(threads_before)
     return {name: statistics.median(values) for name, values in stages.items()}
-
-
-def summary(values: list[float], fmt: str = "{:.1f}") -> str:
-    middle, low, high = (fmt.format(v) for v in (statistics.median(values), min(values), max(values)))
-    return f"{middle} (min {low}, max {high})"
 
 
 def main(argv: list[str]) -> int:

@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.raw import RawStats, measure_raw
+from bench.stats import percentile
 from lookout.up import free_port
 
 REPO = Path(__file__).resolve().parents[1]
@@ -45,11 +46,6 @@ class Level:
     worker_p50_ms: float
     overhead_p50_ms: float
     inference_share: float
-
-
-def percentile(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))] if ordered else float("nan")
 
 
 def start_stack(workers: int, log_path: Path) -> tuple[subprocess.Popen[bytes], str]:

@@ -42,6 +42,7 @@ from redis.asyncio import Redis
 
 from bench.bench_detector import sample_jpegs
 from bench.raw import RawRunner
+from bench.stats import percentile, summary
 from tests.support.processes import LookoutProcess
 from tests.support.redis_server import RedisServer
 from wire.client import FrameClient
@@ -105,20 +106,6 @@ def _process_cpu_s(pid: int) -> float:
     """User + system CPU seconds of a process, all its threads together."""
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
-def percentile(values: list[float], q: float) -> float:
-    if not values:
-        return float("nan")
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
-
-
-def summary(values: list[float], form: str = "{:.1f}") -> str:
-    if len(values) == 1:
-        return form.format(values[0])
-    low, high = form.format(min(values)), form.format(max(values))
-    return f"{form.format(statistics.median(values))} (min {low}, max {high})"
 
 
 class Raw:

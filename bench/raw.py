@@ -15,6 +15,8 @@ from typing import Any
 
 import numpy as np
 
+from bench.stats import percentile
+
 
 @dataclass(frozen=True)
 class RawStats:
@@ -74,11 +76,10 @@ class RawRunner:
 
     def stats(self) -> RawStats:
         ordered = sorted(self.latencies_ms)
-        p99_index = min(len(ordered) - 1, round(0.99 * (len(ordered) - 1)))
         return RawStats(
             images_per_s=len(ordered) / self.elapsed_s,
             p50_ms=statistics.median(ordered),
-            p99_ms=ordered[p99_index],
+            p99_ms=percentile(ordered, 0.99),
             n=len(ordered),
             threads=self.threads,
         )

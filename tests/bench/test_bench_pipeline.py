@@ -24,9 +24,7 @@ from bench.bench_pipeline import (
     cpu_rows,
     main,
     open_loop,
-    percentile,
     record,
-    summary,
 )
 from inference.detector import Detector
 from inference.worker import Worker
@@ -35,13 +33,6 @@ from wire.config import WorkerSettings
 from wire.keys import Keys
 from wire.liveness import live_workers
 from wire.messages import DropReason, DropRecord, DropSite, ResultMessage, Timings
-
-
-def test_percentile_and_summary() -> None:
-    assert percentile([5.0, 1.0, 3.0], 0.5) == 3.0
-    assert percentile([float(i) for i in range(101)], 0.99) == 99.0
-    assert summary([2.0]) == "2.0"
-    assert summary([1.0, 2.0, 9.0]) == "2.0 (min 1.0, max 9.0)"
 
 
 def test_record_separates_latency_from_the_model_run() -> None:
