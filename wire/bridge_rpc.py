@@ -89,11 +89,7 @@ async def call_bridge(
     redis: Redis, keys: Keys, bridge_id: str, request: OfferRequest | HangupRequest, *, timeout_s: float
 ) -> BridgeReply:
     """Send ``request`` to a bridge and wait for its reply; raises BridgeTimeoutError."""
-    queue = keys.bridge_requests(bridge_id)
-    pipe = redis.pipeline(transaction=True)
-    pipe.rpush(queue, request.model_dump_json())
-    pipe.expire(queue, REQUEST_LIST_TTL_S)
-    await pipe.execute()
+    await send_request(redis, keys, bridge_id, request)
     popped = await redis.blpop([keys.reply(request.request_id)], timeout=max(timeout_s, 0.01))
     if popped is None:
         raise BridgeTimeoutError(f"bridge {bridge_id} did not answer within {timeout_s:.1f} s")
