@@ -100,7 +100,7 @@ def _load_detector(args: argparse.Namespace) -> Any:
 # --- lookout detect ---------------------------------------------------------------------------
 def _expand(inputs: list[Path]) -> list[Path]:
     """Files as given; a folder stands for the images directly inside it."""
-    from inference.evaluate import IMAGE_SUFFIXES
+    from wire.limits import IMAGE_SUFFIXES
 
     paths: list[Path] = []
     for item in inputs:

@@ -28,10 +28,10 @@ from inference.detector import Detector, Prepared
 from inference.errors import DetectorError, ImageError
 from inference.images import image_size, read_image
 from inference.labels import COCO_CATEGORY_IDS, COCO_CLASSES
+from wire.limits import IMAGE_SUFFIXES
 
 log = logging.getLogger(__name__)
 
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
 # Darknet/VOC spellings that appear in some label files for COCO classes.
 ALIASES = {
     "aeroplane": "airplane",

@@ -17,8 +17,7 @@ from numpy.typing import NDArray
 
 from training.images import letterbox
 from wire.errors import LookoutError
-
-IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp"}
+from wire.limits import IMAGE_SUFFIXES
 
 
 class DataError(LookoutError):

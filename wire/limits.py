@@ -10,3 +10,6 @@ DEFAULT_MAX_IMAGE_BYTES = 8 * 1024 * 1024
 
 DEFAULT_MAX_IMAGE_SIDE = 4096
 """Largest width or height accepted by default (``StreamSettings.max_image_side`` has the same default)."""
+
+IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".webp"})
+"""File suffixes (lower case) that the CLI, evaluation and training read as images from a folder."""
