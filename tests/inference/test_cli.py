@@ -17,6 +17,7 @@ from tests.inference.crafted import bomb_png
 from tests.inference.reference import iou, reference_yolox
 from tests.inference.toy_models import constant_output_model
 from tests.support.images import imread
+from tests.support.processes import run_lookout
 from tests.support.redis_server import free_port
 
 REPO = Path(__file__).resolve().parents[2]
@@ -25,17 +26,10 @@ REPO = Path(__file__).resolve().parents[2]
 def lookout(
     *args: str | Path, model_dir: Path | None = None, timeout: float = 240
 ) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    env = {"PYTHONUNBUFFERED": "1"}
     if model_dir is not None:
         env["LOOKOUT_MODEL_DIR"] = str(model_dir)
-    return subprocess.run(
-        [sys.executable, "-m", "lookout", *map(str, args)],
-        capture_output=True,
-        text=True,
-        cwd=REPO,
-        env=env,
-        timeout=timeout,
-    )
+    return run_lookout(*args, env=env, timeout=timeout)
 
 
 def error_lines(stderr: str) -> list[str]:

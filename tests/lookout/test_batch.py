@@ -9,7 +9,6 @@ import json
 import os
 import signal
 import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -19,7 +18,7 @@ import pytest
 from lookout.batch import ImageResult, run_images
 from lookout.report import BatchReport, ImageTiming, build_report
 from tests.signaling.rest_harness import rest_stack
-from tests.support.processes import REPO
+from tests.support.processes import run_lookout
 from tests.support.redis_server import free_port
 
 SUBSET = 16
@@ -43,13 +42,7 @@ def folder(shared_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def batch(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "lookout", "batch", *args, "--no-progress"],
-        capture_output=True,
-        text=True,
-        cwd=REPO,
-        timeout=240,
-    )
+    return run_lookout("batch", *args, "--no-progress")
 
 
 def keys_of(value: Any) -> Any:

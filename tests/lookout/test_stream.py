@@ -7,10 +7,7 @@ with --annotate, the command ends by itself with an annotated MP4.
 from __future__ import annotations
 
 import json
-import os
 import signal
-import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from fractions import Fraction
@@ -21,7 +18,7 @@ import av
 import pytest
 
 from tests.support.live_stack import LiveStack
-from tests.support.processes import REPO, LookoutProcess
+from tests.support.processes import LookoutProcess, run_lookout
 
 pytestmark = pytest.mark.slow
 
@@ -127,14 +124,7 @@ def test_a_file_played_once_ends_by_itself_with_an_annotated_video(
     stack: LiveStack, clip: Path, tmp_path: Path
 ) -> None:
     out = tmp_path / "annotated.mp4"
-    done = subprocess.run(
-        [sys.executable, "-m", "lookout", "stream", str(clip), "--server", stack.url, "--annotate", str(out)],
-        capture_output=True,
-        text=True,
-        cwd=REPO,
-        env={**os.environ, **stack.env},
-        timeout=120,
-    )
+    done = run_lookout("stream", clip, "--server", stack.url, "--annotate", out, env=stack.env, timeout=120)
     assert done.returncode == 0, done.stderr[-3000:]
     with av.open(str(out)) as video:
         frames = sum(1 for _ in video.decode(video=0))
@@ -148,14 +138,7 @@ def test_h264_from_mpeg_ts_passes_through_undecoded(
     clip = cut(video_path, tmp_path / "clip.ts")  # MPEG-TS carries Annex-B H.264, what aiortc can forward
     out = tmp_path / "detections.jsonl"
     args = ["stream", str(clip), "--server", stack.url, "--codec", "h264", "--out", str(out)]
-    done = subprocess.run(
-        [sys.executable, "-m", "lookout", *args],
-        capture_output=True,
-        text=True,
-        cwd=REPO,
-        env={**os.environ, **stack.env},
-        timeout=120,
-    )
+    done = run_lookout(*args, env=stack.env, timeout=120)
     assert done.returncode == 0, done.stderr[-3000:]
     assert "H.264 passed through" in done.stderr
     messages = read_lines(out)
@@ -163,13 +146,7 @@ def test_h264_from_mpeg_ts_passes_through_undecoded(
 
 
 def test_a_missing_source_is_a_one_line_error(stack: LiveStack, tmp_path: Path) -> None:
-    done = subprocess.run(
-        [sys.executable, "-m", "lookout", "stream", str(tmp_path / "nope.mp4"), "--server", stack.url],
-        capture_output=True,
-        text=True,
-        cwd=REPO,
-        timeout=60,
-    )
+    done = run_lookout("stream", tmp_path / "nope.mp4", "--server", stack.url, timeout=60)
     assert done.returncode == 2
     assert (
         done.stderr.strip().splitlines()[-1].startswith("lookout: error:") and "Traceback" not in done.stderr

@@ -16,6 +16,20 @@ REPO = Path(__file__).resolve().parents[2]
 OUTPUT = REPO / "test-output"
 
 
+def run_lookout(
+    *args: str | Path, env: dict[str, str] | None = None, timeout: float = 240
+) -> subprocess.CompletedProcess[str]:
+    """Run `python -m lookout ARGS...` to its end; ``env`` adds to this process's environment."""
+    return subprocess.run(
+        [sys.executable, "-m", "lookout", *map(str, args)],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        env={**os.environ, **(env or {})},
+        timeout=timeout,
+    )
+
+
 class LookoutProcess:
     """A `python -m lookout ARGS...` child; its output goes to test-output/logs/NAME.log."""
 
