@@ -31,23 +31,17 @@ def _default(name: str) -> Any:
 
 
 @contextlib.contextmanager
-def _stop_on_request() -> Iterator[None]:
-    """Turn SIGINT and SIGTERM into KeyboardInterrupt, so that both stop a command the same clean way.
-
-    SIGINT is set too, not left to Python: a process started in the background by a script inherits
-    SIGINT as ignored, and Python then installs no handler for it, so Ctrl-C or `kill -INT` did nothing.
-    """
+def _stop_on_sigterm() -> Iterator[None]:
+    """Turn SIGTERM into KeyboardInterrupt, so that it stops a command the same clean way as Ctrl-C."""
 
     def interrupt(signum: int, frame: FrameType | None) -> None:
         raise KeyboardInterrupt
 
-    stops = (signal.SIGINT, signal.SIGTERM)
-    previous = {sig: signal.signal(sig, interrupt) for sig in stops}
+    previous = signal.signal(signal.SIGTERM, interrupt)
     try:
         yield
     finally:
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
+        signal.signal(signal.SIGTERM, previous)
 
 
 def _add_model_options(parser: argparse.ArgumentParser, *, conf: float, nms: float) -> None:
@@ -147,7 +141,7 @@ def run_detect(args: argparse.Namespace) -> int:
 
     failed = done = 0
     written: set[str] = set()
-    with _stop_on_request(), ThreadPoolExecutor(max_workers=2, thread_name_prefix="decode") as pool:
+    with _stop_on_sigterm(), ThreadPoolExecutor(max_workers=2, thread_name_prefix="decode") as pool:
         # Decoding runs up to four images ahead of the model, on the pool's threads.
         queue: list[tuple[Path, Future[tuple[Any, Any] | str]]] = []
         writes: list[Future[bool]] = []
@@ -202,7 +196,7 @@ def run_eval(args: argparse.Namespace) -> int:
     from inference.evaluate import evaluate
 
     detector = _load_detector(args)
-    with _stop_on_request():
+    with _stop_on_sigterm():
         try:
             result = evaluate(detector, args.data, conf=args.conf, nms=args.nms, progress=not args.quiet)
         except KeyboardInterrupt:
@@ -230,7 +224,7 @@ def run_pull(args: argparse.Namespace) -> int:
         return bar.update
 
     model_dir = args.dir or WorkerSettings().model_dir
-    with _stop_on_request():
+    with _stop_on_sigterm():
         try:
             path = pull(args.name, model_dir, sha256=args.sha256, url=args.url, progress=progress)
         except KeyboardInterrupt:

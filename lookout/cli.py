@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import signal
 import sys
 from collections.abc import Callable, Sequence
 from typing import Protocol
@@ -80,6 +81,10 @@ def configure_logging(level: str | None) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    # A script's background job inherits SIGINT as ignored, and Python then installs no handler for it:
+    # Ctrl-C and `kill -INT` would do nothing. Every command stops on SIGINT, so take it back here.
+    if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
     parser = build_parser()
     args = parser.parse_args(argv)
     configure_logging(args.log_level)
