@@ -8,13 +8,12 @@ from __future__ import annotations
 
 import json
 import signal
-import time
 import urllib.request
 from pathlib import Path
 
 from redis import Redis
 
-from tests.support.processes import LookoutProcess
+from tests.support.processes import LookoutProcess, poll_until
 from tests.support.redis_server import RedisServer, free_port
 from wire.keys import Keys
 
@@ -78,19 +77,15 @@ class LiveStack:
             client.close()
 
     def wait_ready(self) -> None:
-        deadline = time.monotonic() + READY_TIMEOUT_S
-        while time.monotonic() < deadline:
-            for process in self.processes():
-                if not process.alive():
-                    raise AssertionError(f"{process.name} exited early\n{process.log()[-3000:]}")
-            if (
+        def ready() -> bool:
+            return (
                 self.live(self.keys.bridge_pattern()) >= set(self.bridges)
                 and self.live(self.keys.worker_pattern()) >= set(self.workers)
                 and self.healthy()
-            ):
-                return
-            time.sleep(0.2)
-        raise AssertionError(f"stack not ready after {READY_TIMEOUT_S:.0f} s\n{self.logs()}")
+            )
+
+        if not poll_until(ready, READY_TIMEOUT_S, self.processes()):
+            raise AssertionError(f"stack not ready after {READY_TIMEOUT_S:.0f} s\n{self.logs()}")
 
     def healthy(self) -> bool:
         try:

@@ -93,7 +93,7 @@ async def wait_until(
     raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
 
 
-def _poll(check: Callable[[], bool], timeout: float, alive: list[LookoutProcess] | None) -> bool:
+def poll_until(check: Callable[[], bool], timeout: float, alive: list[LookoutProcess] | None) -> bool:
     """Call ``check`` every 0.2 s until it holds (True) or ``timeout`` passes (False).
 
     Fails at once if a process in ``alive`` exits meanwhile, with the end of its log.
@@ -118,7 +118,7 @@ def wait_http(url: str, what: str, timeout: float, alive: list[LookoutProcess] |
         except OSError:
             return False
 
-    if not _poll(answers, timeout, alive):
+    if not poll_until(answers, timeout, alive):
         raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what} at {url}")
 
 
@@ -130,7 +130,7 @@ def wait_heartbeat(
 
     client = Redis.from_url(redis_url)
     try:
-        if not _poll(lambda: next(client.scan_iter(match=pattern), None) is not None, timeout, alive):
+        if not poll_until(lambda: next(client.scan_iter(match=pattern), None) is not None, timeout, alive):
             raise AssertionError(f"timed out after {timeout:.0f} s waiting for a heartbeat of {what}")
     finally:
         client.close()
