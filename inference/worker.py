@@ -43,8 +43,6 @@ READ_BLOCK_MS = 500
 """Longest a read waits for frames: also how soon a stop request is noticed by the reader."""
 SHUTDOWN_REDIS_TIMEOUT_S = 5.0
 """How long the last Redis steps of a shutdown (finish publishing, drop leftovers, leave) may take."""
-TASKS_GRACE_S = 1.0
-"""How long a shutdown waits for the publications and decodes still running before cancelling them."""
 
 
 def default_worker_id() -> str:
@@ -74,7 +72,6 @@ class Worker:
         self.id = worker_id or settings.worker_id or default_worker_id()
         self.batch = settings.batch
         self.scheduler = Scheduler(self.batch)
-        self.capacity = self.scheduler.capacity
         self.started_ms = now_ms()
         self.consumer = StreamConsumer(redis, self.keys.frames(self.model), self.id)
         self.ending = Ending(
@@ -83,7 +80,7 @@ class Worker:
         limits = Limits(self.model, settings.max_image_bytes, settings.max_image_side)
         self.pipeline = Pipeline(self, self.scheduler, self.ending, limits, log)
         self.on_result: list[ResultHook] = self.pipeline.on_result
-        self._stopping = asyncio.Event()
+        self._stopping = asyncio.Event()  # set by stop()
         self._intake_lock = asyncio.Lock()  # a read and an own-pending sweep must not both take an entry
         self._swap: tuple[FrameDetector, str] | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -140,17 +137,8 @@ class Worker:
             self._close()
             return
         MODEL_VERSION.labels(model=self.model, version=self.model_version, worker=self.id).set(1)
-        log.info(
-            "worker %s serving %s %s from %s (batch %d, %s)",
-            *(
-                self.id,
-                self.model,
-                self.model_version,
-                self.consumer.stream,
-                self.batch,
-                self.detector.provider,
-            ),
-        )
+        served = f"{self.model} {self.model_version} from {self.consumer.stream}"
+        log.info("worker %s serving %s (batch %d, %s)", self.id, served, self.batch, self.detector.provider)
         background = [
             asyncio.create_task(self._heartbeat_loop(), name="heartbeat"),
             asyncio.create_task(self._claim_loop(), name="claims"),
@@ -211,9 +199,8 @@ class Worker:
             await asyncio.sleep(self.settings.claim_interval_s)
             try:
                 async with self._intake_lock:
-                    claimed = await self.consumer.claim_idle(
-                        self.settings.claim_idle_ms, max(16, self.capacity)
-                    )
+                    limit = max(16, self.scheduler.capacity)
+                    claimed = await self.consumer.claim_idle(self.settings.claim_idle_ms, limit)
                     # Fetch the fields (JPEGs) only when something it holds is not in flight here.
                     orphans: list[Entry] = []
                     if not all(held(i) for i in await self.consumer.own_pending_ids()):
@@ -240,7 +227,7 @@ class Worker:
         deadline = time.monotonic() + SHUTDOWN_REDIS_TIMEOUT_S
         self.ending.give_up_at(deadline)
         if self.pipeline.tasks:
-            await asyncio.wait(self.pipeline.tasks, timeout=TASKS_GRACE_S)
+            await asyncio.wait(self.pipeline.tasks, timeout=1.0)  # the decodes and publications running
         await cancel_and_wait(*self.pipeline.tasks)
         try:
             await asyncio.wait_for(self._leave(), max(0.0, deadline - time.monotonic()))
@@ -260,6 +247,6 @@ class Worker:
         await self.redis.delete(self.keys.worker(self.id))
 
     def _close(self) -> None:
-        with contextlib.suppress(KeyError):
+        with contextlib.suppress(KeyError):  # never set if it stopped before serving
             MODEL_VERSION.remove(self.model, self.model_version, self.id)
         self.pipeline.close()
