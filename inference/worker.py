@@ -36,7 +36,7 @@ from redis.asyncio import Redis
 from inference.consumer import Entry, StreamConsumer
 from inference.errors import ImageError, ImageTooLargeError
 from inference.images import decode_image
-from inference.outage import REDIS_DOWN_ERRORS, Outage
+from runtime.redis import REDIS_DOWN_ERRORS, Outage
 from wire.config import WorkerSettings
 from wire.keys import Keys
 from wire.liveness import WorkerInfo, beat

@@ -14,9 +14,8 @@ import uuid
 from collections.abc import AsyncIterator
 
 from aiohttp import web
-from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import TimeoutError as RedisTimeoutError
 
+from runtime.redis import REDIS_DOWN_ERRORS
 from signaling.apikey import api_key_ok
 from signaling.appkeys import KEYS, REDIS, SETTINGS
 from signaling.imageinfo import ImageInfo, inspect_image
@@ -74,7 +73,7 @@ async def detect(request: web.Request) -> web.Response:
         response = await _detect(request, started, now_ms())
     except RestError as exc:
         response = exc.response()
-    except (RedisConnectionError, RedisTimeoutError, ConnectionError) as exc:
+    except REDIS_DOWN_ERRORS as exc:
         log.warning("REST request failed, redis unavailable: %s", exc)
         response = error_response(
             503, "redis_unavailable", "the frame backbone (Redis) is unavailable; retry"
