@@ -15,10 +15,11 @@ from collections.abc import AsyncIterator
 
 from aiohttp import web
 
+from runtime.images import ImageHeader
 from runtime.redis import REDIS_DOWN_ERRORS
 from signaling.apikey import api_key_ok
 from signaling.appkeys import KEYS, REDIS, SETTINGS
-from signaling.imageinfo import ImageInfo, inspect_image
+from signaling.imageinfo import inspect_image
 from signaling.openapi import openapi_document
 from signaling.rest_errors import RestError, error_response
 from signaling.rest_input import Upload, read_upload
@@ -105,7 +106,7 @@ async def _detect(request: web.Request, started: float, received_ms: float) -> w
 
 
 async def _infer(
-    app: web.Application, upload: Upload, info: ImageInfo, model: str, received_ms: float
+    app: web.Application, upload: Upload, info: ImageHeader, model: str, received_ms: float
 ) -> ResultMessage:
     """Send the image to a worker of ``model``; its result, or RestError for the drop it ended as."""
     settings = app[SETTINGS]
