@@ -21,8 +21,8 @@ from inference.formats import YOLOV7_END2END, YOLOX, ModelFormat, describe, dete
 from inference.images import ensure_image
 from inference.labels import load_labels
 from inference.model_store import resolve_model, sha256_file
-from inference.preprocess import letterbox, to_tensor
 from inference.providers import Backend, open_backend
+from runtime.letterbox import letterbox, to_tensor
 from wire.config import CommonSettings
 from wire.messages import Detection
 
