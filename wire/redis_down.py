@@ -11,6 +11,6 @@ from __future__ import annotations
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-REDIS_DOWN_ERRORS: tuple[type[Exception], ...] = (RedisConnectionError, RedisTimeoutError, OSError)
+REDIS_DOWN_ERRORS = (RedisConnectionError, RedisTimeoutError, OSError)
 """Unreachable, timed out or restarting (``BusyLoadingError`` is a ConnectionError); OSError covers the
 socket errors redis-py lets through. Not ``RedisError``: a command the server refuses is a bug to see."""
