@@ -20,11 +20,12 @@ from inference.errors import ModelLoadError
 from inference.formats import YOLOV7_END2END, YOLOX, ModelFormat, describe, detect_format
 from inference.images import ensure_image
 from inference.labels import load_labels
-from inference.model_store import resolve_model, sha256_file
-from inference.preprocess import letterbox, to_tensor
+from inference.model_store import resolve_model
 from inference.providers import Backend, open_backend
+from runtime.letterbox import letterbox, to_tensor
 from wire.config import CommonSettings
 from wire.messages import Detection
+from wire.registry import sha256_file
 
 log = logging.getLogger(__name__)
 

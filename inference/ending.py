@@ -19,8 +19,8 @@ from redis.asyncio import Redis
 
 from inference.consumer import StreamConsumer
 from inference.intake import Refused
-from inference.outage import REDIS_DOWN_ERRORS, Outage
 from inference.scheduler import Job
+from runtime.redis import REDIS_DOWN_ERRORS, Outage
 from wire.config import WorkerSettings
 from wire.keys import Keys
 from wire.messages import Detection, DropReason, DropRecord, DropSite, FrameMessage, ResultMessage, Timings

@@ -26,8 +26,9 @@ import numpy as np
 
 from inference.detector import Detector, Prepared
 from inference.errors import DetectorError, ImageError
-from inference.images import image_size, read_image
+from inference.images import read_image
 from inference.labels import COCO_CATEGORY_IDS, COCO_CLASSES
+from runtime.images import image_size
 from wire.limits import IMAGE_SUFFIXES
 
 log = logging.getLogger(__name__)

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 from inference.errors import ModelLoadError
 from inference.postprocess import yolox_anchor_count
-from inference.preprocess import YOLOV7_PREPROCESSING, YOLOX_PREPROCESSING, Preprocessing
+from runtime.letterbox import YOLOV7_PREPROCESSING, YOLOX_PREPROCESSING, Preprocessing
 
 Dim = int | str | None
 """One dimension of a graph shape: a number, or a name / None when it is dynamic."""

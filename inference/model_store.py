@@ -85,14 +85,6 @@ def resolve_model(model: str | Path, model_dir: Path) -> Path:
     raise ModelLoadError(f"unknown model {name!r}; known names: {known} (or pass a path to an .onnx file)")
 
 
-def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        while block := handle.read(chunk):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def pull(
     name: str,
     model_dir: Path,

@@ -18,16 +18,13 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from redis.asyncio import Redis
-from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import TimeoutError as RedisTimeoutError
 
+from runtime.redis import REDIS_DOWN_ERRORS
 from wire.config import WorkerSettings
 from wire.keys import Keys
 from wire.registry import ModelVersion, promoted, resolve_path, sha256_file
 
 log = logging.getLogger(__name__)
-
-REDIS_ERRORS = (RedisConnectionError, RedisTimeoutError, OSError)
 
 
 class SwapTarget(Protocol):
@@ -84,14 +81,14 @@ class RegistryWatcher:
                     )
                     if message is None or _text(message.get("data")) == self.target.model:
                         await self.check()
-            except REDIS_ERRORS as exc:
+            except REDIS_DOWN_ERRORS as exc:
                 log.warning("registry watch: redis unavailable (%s); retrying", exc)
                 await asyncio.sleep(min(self.poll_interval_s, 1.0))
             except Exception:  # a malformed registry entry must not end the watch (nor the worker)
                 log.exception("registry watch failed; retrying in %.0f s", self.poll_interval_s)
                 await asyncio.sleep(self.poll_interval_s)
             finally:
-                with contextlib.suppress(*REDIS_ERRORS, RuntimeError):
+                with contextlib.suppress(*REDIS_DOWN_ERRORS, RuntimeError):
                     await pubsub.aclose()  # type: ignore[no-untyped-call]
 
     async def check(self) -> bool:

@@ -25,9 +25,9 @@ from redis.asyncio import Redis
 from inference.consumer import Entry, StreamConsumer
 from inference.ending import Ending, GaveUpError, retry
 from inference.intake import Limits
-from inference.outage import REDIS_DOWN_ERRORS, Outage
 from inference.pipeline import FrameDetector, Pipeline, ResultHook, wait_anew
 from inference.scheduler import Job, Scheduler
+from runtime.redis import REDIS_DOWN_ERRORS, Outage, heartbeat_loop
 from wire.config import WorkerSettings
 from wire.keys import Keys
 from wire.liveness import WorkerInfo, beat
@@ -182,14 +182,11 @@ class Worker:
         )
 
     async def _heartbeat_loop(self) -> None:
-        outage = Outage("sending heartbeats", log)
-        while True:
-            try:
-                await beat(self.redis, self.keys.worker(self.id), self.info(), self.settings.heartbeat_ttl_s)
-                outage.ok()
-            except REDIS_DOWN_ERRORS as exc:
-                outage.note(exc)
-            await asyncio.sleep(self.settings.heartbeat_interval_s)
+        await heartbeat_loop(
+            lambda: beat(self.redis, self.keys.worker(self.id), self.info(), self.settings.heartbeat_ttl_s),
+            self.settings.heartbeat_interval_s,
+            Outage("sending heartbeats", log),
+        )
 
     async def _claim_loop(self) -> None:
         """Take over frames left pending by dead workers (and any of ours that got lost in transit)."""

@@ -19,12 +19,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from pydantic import ValidationError
+
 from lookout.report import BatchReport, ImageTiming, build_report, summary_table
 from lookout.signals import stop_requested
 from wire.config import SignalingSettings, WorkerSettings
 from wire.errors import LookoutError
 from wire.messages import Detection
-from wire.rest import API_KEY_HEADER, DETECT_PATH, OPENAPI_PATH
+from wire.rest import API_KEY_HEADER, DETECT_PATH, OPENAPI_PATH, DetectResponse, ErrorResponse
 
 log = logging.getLogger("lookout.batch")
 
@@ -211,6 +213,14 @@ async def run_images(
     return describe(results, wall_s, stop.is_set(), len(images)), results
 
 
+def _error_message(body: object) -> str:
+    """The message of an API error body (``wire.rest.ErrorResponse``), or the body itself if it is not one."""
+    try:
+        return ErrorResponse.model_validate(body).error.message or str(body)
+    except ValidationError:
+        return str(body)
+
+
 def _failed(path: Path, error: str, latency_ms: float = 0.0) -> ImageResult:
     return ImageResult(
         file=path.name, timing=ImageTiming(file=path.name, ok=False, error=error, latency_ms=latency_ms)
@@ -279,26 +289,29 @@ class RemoteRunner:
             )
         latency_ms = (time.perf_counter() - started) * 1000.0
         if status != 200:
-            message = body.get("error", {}).get("message", "") if isinstance(body, dict) else ""
-            return _failed(path, f"HTTP {status}: {message or body}", latency_ms)
-        t = body["timings"]
-        compute_ms = t["decode_ms"] + t["preprocess_ms"] + t["inference_ms"] + t["postprocess_ms"]
-        self.model_version = body["model_version"]
-        self.served_model = body["model"]
+            return _failed(path, f"HTTP {status}: {_error_message(body)}", latency_ms)
+        try:
+            answer = DetectResponse.model_validate(body)
+        except ValidationError as exc:
+            return _failed(path, f"the server's answer does not match the API: {exc}", latency_ms)
+        t = answer.timings
+        compute_ms = t.decode_ms + t.preprocess_ms + t.inference_ms + t.postprocess_ms
+        self.model_version = answer.model_version
+        self.served_model = answer.model
         return ImageResult(
             file=path.name,
-            width=body["width"],
-            height=body["height"],
-            detections=[Detection.model_validate(d) for d in body["detections"]],
+            width=answer.width,
+            height=answer.height,
+            detections=answer.detections,
             timing=ImageTiming(
                 file=path.name,
                 ok=True,
-                detections=len(body["detections"]),
+                detections=len(answer.detections),
                 latency_ms=latency_ms,
                 compute_ms=compute_ms,
-                inference_ms=t["inference_ms"],
-                queue_ms=t["queue_ms"],
-                transfer_ms=max(0.0, latency_ms - compute_ms - t["queue_ms"]),
+                inference_ms=t.inference_ms,
+                queue_ms=t.queue_ms,
+                transfer_ms=max(0.0, latency_ms - compute_ms - t.queue_ms),
             ),
         )
 

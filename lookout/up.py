@@ -12,9 +12,9 @@ Children die with their parent even if `lookout up` itself is killed (PR_SET_PDE
 from __future__ import annotations
 
 import argparse
+import asyncio
 import contextlib
 import ctypes
-import json
 import logging
 import os
 import shutil
@@ -250,8 +250,7 @@ class Stack:
 
     def ready(self) -> bool:
         """Signaling answers /healthz, and every bridge and worker has a live heartbeat."""
-        from redis import Redis
-        from redis.exceptions import RedisError
+        from runtime.redis import REDIS_DOWN_ERRORS
 
         try:
             with urllib.request.urlopen(f"http://127.0.0.1:{self.args.port}/healthz", timeout=2) as reply:
@@ -259,21 +258,13 @@ class Stack:
                     return False
         except OSError:
             return False
-        keys = Keys(SignalingSettings().key_prefix)
-        client = Redis.from_url(self.redis_url, socket_timeout=2)
         try:
-            bridges = len(list(client.scan_iter(match=keys.bridge_pattern())))
-            workers = [
-                json.loads(raw)
-                for key in client.scan_iter(match=keys.worker_pattern())
-                if (raw := client.get(key)) is not None
-            ]
-        except (RedisError, OSError):
+            bridges, workers = asyncio.run(
+                live_counts(self.redis_url, Keys(SignalingSettings().key_prefix), self.args.model)
+            )
+        except REDIS_DOWN_ERRORS:
             return False
-        finally:
-            client.close()
-        models = sum(1 for w in workers if w.get("model") == self.args.model)
-        return bridges >= len(self.bridges) and models >= len(self.workers)
+        return bridges >= len(self.bridges) and workers >= len(self.workers)
 
     def supervise_once(self) -> None:
         now = time.monotonic()
@@ -306,6 +297,19 @@ class Stack:
                     log.warning("%s did not stop within %.0f s: killing it", child.name, GRACE_S)
                     child.kill()
         log.info("all stopped")
+
+
+async def live_counts(redis_url: str, keys: Keys, model: str) -> tuple[int, int]:
+    """(live bridges, live workers of ``model``), read through ``wire.liveness`` like every other reader."""
+    from redis.asyncio import Redis
+
+    from wire.liveness import live_bridges, live_workers
+
+    client = Redis.from_url(redis_url, socket_timeout=2)
+    try:
+        return len(await live_bridges(client, keys)), len(await live_workers(client, keys, model))
+    finally:
+        await client.aclose()
 
 
 def _check_port_free(host: str, port: int) -> None:

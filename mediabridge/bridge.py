@@ -10,11 +10,10 @@ import socket
 import uuid
 
 from redis.asyncio import Redis
-from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from mediabridge import ice
 from mediabridge.peer import BadOfferError, PeerSession
+from runtime.redis import REDIS_DOWN_ERRORS, Outage, heartbeat_loop
 from wire.bridge_rpc import (
     BridgeReply,
     HangupRequest,
@@ -75,7 +74,7 @@ class MediaBridge:
         await cancel_and_wait(*self._handlers)
         sessions = list(self.sessions.values())
         await asyncio.gather(*(s.close("bridge shutting down") for s in sessions), return_exceptions=True)
-        with contextlib.suppress(RedisConnectionError, RedisTimeoutError, OSError):
+        with contextlib.suppress(*REDIS_DOWN_ERRORS):
             await self.redis.delete(self.keys.bridge(self.id))
         log.info("bridge %s: stopped (%d sessions closed)", self.id, len(sessions))
 
@@ -92,18 +91,15 @@ class MediaBridge:
         await beat(self.redis, self.keys.bridge(self.id), self.info(), self.settings.heartbeat_ttl_s)
 
     async def _heartbeat_loop(self) -> None:
-        while True:
-            await asyncio.sleep(self.settings.heartbeat_interval_s)
-            try:
-                await self._beat()
-            except (RedisConnectionError, RedisTimeoutError, OSError) as exc:
-                log.warning("bridge %s: heartbeat failed (%s)", self.id, exc)
+        # run() has just beaten: the loop's first beat waits one interval.
+        outage = Outage(f"sending the heartbeats of bridge {self.id}", log)
+        await heartbeat_loop(self._beat, self.settings.heartbeat_interval_s, outage, beat_first=False)
 
     async def _request_loop(self) -> None:
         while True:
             try:
                 request = await next_request(self.redis, self.keys, self.id, timeout_s=1.0)
-            except (RedisConnectionError, RedisTimeoutError, OSError) as exc:
+            except REDIS_DOWN_ERRORS as exc:
                 log.warning("bridge %s: redis unavailable (%s); retrying", self.id, exc)
                 await asyncio.sleep(0.5)
                 continue
@@ -125,7 +121,7 @@ class MediaBridge:
         reply = await self._offer(request)
         try:
             await send_reply(self.redis, self.keys, reply, ttl_s=REPLY_TTL_S)
-        except (RedisConnectionError, RedisTimeoutError, OSError) as exc:
+        except REDIS_DOWN_ERRORS as exc:
             log.warning("bridge %s: could not reply to %s (%s)", self.id, request.request_id, exc)
 
     async def _offer(self, request: OfferRequest) -> BridgeReply:
@@ -166,7 +162,7 @@ class MediaBridge:
             peer.model,
             sample_fps,
         )
-        with contextlib.suppress(RedisConnectionError, RedisTimeoutError, OSError):
+        with contextlib.suppress(*REDIS_DOWN_ERRORS):
             await self._beat()  # tell signaling our new load at once
         return BridgeReply(request_id=request.request_id, ok=True, sdp=sdp)
 
@@ -179,7 +175,7 @@ class MediaBridge:
         event = SessionEvent(
             session=peer.session, bridge=self.id, event="failed" if failed else "closed", detail=reason
         )
-        with contextlib.suppress(RedisConnectionError, RedisTimeoutError, OSError):
+        with contextlib.suppress(*REDIS_DOWN_ERRORS):
             await publish_event(self.redis, self.keys, event)
 
     async def _watchdog_loop(self) -> None:
@@ -190,7 +186,7 @@ class MediaBridge:
             for session_id, peer in list(self.sessions.items()):
                 try:
                     alive = await session_alive(self.redis, self.keys, session_id)
-                except (RedisConnectionError, RedisTimeoutError, OSError):
+                except REDIS_DOWN_ERRORS:
                     break
                 if not alive:
                     await peer.close("session record expired")

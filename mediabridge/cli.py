@@ -125,10 +125,10 @@ async def _serve(settings: BridgeSettings) -> int:
     import ipaddress
 
     from redis.asyncio import Redis
-    from redis.exceptions import ConnectionError as RedisConnectionError
 
     from mediabridge import ice
     from mediabridge.bridge import MediaBridge
+    from runtime.redis import REDIS_DOWN_ERRORS
 
     try:
         ice.restrict_host_addresses(ice.split_list(settings.ice_host_addresses))
@@ -149,7 +149,7 @@ async def _serve(settings: BridgeSettings) -> int:
     redis = Redis.from_url(settings.redis_url)
     try:
         await redis.ping()
-    except (RedisConnectionError, OSError) as exc:
+    except REDIS_DOWN_ERRORS as exc:
         await redis.aclose()
         raise BridgeConfigError(f"cannot reach Redis at {settings.redis_url}: {exc}") from exc
     stop = asyncio.Event()

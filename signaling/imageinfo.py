@@ -1,56 +1,36 @@
-"""What an uploaded image is, read from its header only: format and size, without decoding the pixels.
+"""What an uploaded image is, read from its header only (``runtime.images``), as the REST API answers it.
 
 Signaling never decodes or runs the model (workers do); it only needs the size for the frame message and
-to refuse oversized images before they reach a worker. Pillow reads just the header, lazily.
+to refuse oversized images before they reach a worker. The header parser and the limits are the ones
+the worker applies, so an image accepted here is never refused there for its size; this module maps a
+refusal to the HTTP status and error code the API documents.
 """
 
 from __future__ import annotations
 
-import io
-import warnings
-from dataclasses import dataclass
-
-from PIL import Image
-
+from runtime.images import ImageHeader, ImageRefused, Refusal, check_bytes, check_size, read_header
 from signaling.rest_errors import RestError
-from wire.limits import MIN_IMAGE_SIDE
+from wire.rest import IMAGE_MEDIA_TYPES
+
+REST_FORMATS = frozenset(media_type.removeprefix("image/") for media_type in IMAGE_MEDIA_TYPES)
+"""The formats the REST API accepts: jpeg and png."""
+
+_REFUSALS: dict[Refusal, tuple[int, str]] = {
+    Refusal.EMPTY: (422, "empty_image"),
+    Refusal.TOO_LARGE: (413, "image_too_large"),
+    Refusal.TOO_SMALL: (422, "image_too_small"),
+}
 
 
-@dataclass(frozen=True)
-class ImageInfo:
-    format: str  # "JPEG" or "PNG"
-    width: int
-    height: int
-
-
-def inspect_image(data: bytes, *, max_bytes: int, max_side: int) -> ImageInfo:
+def inspect_image(data: bytes, *, max_bytes: int, max_side: int) -> ImageHeader:
     """Format and size of a JPEG or PNG; raises RestError (413 or 422) when it is refused."""
-    if not data:
-        raise RestError(422, "empty_image", "the image is empty")
-    if len(data) > max_bytes:
-        raise RestError(
-            413, "image_too_large", f"the image is {len(data)} bytes; at most {max_bytes} are accepted"
-        )
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-            with Image.open(io.BytesIO(data), formats=("JPEG", "PNG")) as image:
-                width, height = image.size
-                kind = str(image.format)
-    except Image.DecompressionBombError as exc:
-        raise RestError(413, "image_too_large", f"the image has too many pixels: {exc}") from exc
-    except Exception as exc:  # Pillow raises many types on garbage; all mean "not an image we take"
-        raise RestError(422, "undecodable_image", "the body is not a decodable JPEG or PNG image") from exc
-    if width < MIN_IMAGE_SIDE or height < MIN_IMAGE_SIDE:
-        raise RestError(
-            422,
-            "image_too_small",
-            f"the image is {width}x{height} pixels; each side needs {MIN_IMAGE_SIDE} or more",
-        )
-    if max(width, height) > max_side:
-        raise RestError(
-            413,
-            "image_too_large",
-            f"the image is {width}x{height} pixels; the largest side accepted is {max_side}",
-        )
-    return ImageInfo(kind, width, height)
+        check_bytes(data, max_bytes=max_bytes)
+        header = read_header(data)
+        if header is None or header.format not in REST_FORMATS:
+            raise RestError(422, "undecodable_image", "the body is not a decodable JPEG or PNG image")
+        check_size(header.width, header.height, max_side=max_side, what=f"the {header.format.upper()} image")
+    except ImageRefused as exc:
+        status, code = _REFUSALS[exc.reason]
+        raise RestError(status, code, str(exc)) from exc
+    return header

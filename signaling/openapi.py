@@ -11,12 +11,12 @@ from typing import Any
 
 from pydantic import BaseModel
 
+from wire.names import MODEL_NAME_PATTERN
 from wire.rest import (
     API_KEY_HEADER,
     API_KEY_QUERY,
     DETECT_PATH,
     MAX_ID_LENGTH,
-    MODEL_NAME_PATTERN,
     DetectJsonRequest,
     DetectResponse,
     ErrorResponse,

@@ -14,12 +14,12 @@ import uuid
 from collections.abc import AsyncIterator
 
 from aiohttp import web
-from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import TimeoutError as RedisTimeoutError
 
+from runtime.images import ImageHeader
+from runtime.redis import REDIS_DOWN_ERRORS
 from signaling.apikey import api_key_ok
 from signaling.appkeys import KEYS, REDIS, SETTINGS
-from signaling.imageinfo import ImageInfo, inspect_image
+from signaling.imageinfo import inspect_image
 from signaling.openapi import openapi_document
 from signaling.rest_errors import RestError, error_response
 from signaling.rest_input import Upload, read_upload
@@ -74,7 +74,7 @@ async def detect(request: web.Request) -> web.Response:
         response = await _detect(request, started, now_ms())
     except RestError as exc:
         response = exc.response()
-    except (RedisConnectionError, RedisTimeoutError, ConnectionError) as exc:
+    except REDIS_DOWN_ERRORS as exc:
         log.warning("REST request failed, redis unavailable: %s", exc)
         response = error_response(
             503, "redis_unavailable", "the frame backbone (Redis) is unavailable; retry"
@@ -106,7 +106,7 @@ async def _detect(request: web.Request, started: float, received_ms: float) -> w
 
 
 async def _infer(
-    app: web.Application, upload: Upload, info: ImageInfo, model: str, received_ms: float
+    app: web.Application, upload: Upload, info: ImageHeader, model: str, received_ms: float
 ) -> ResultMessage:
     """Send the image to a worker of ``model``; its result, or RestError for the drop it ended as."""
     settings = app[SETTINGS]

@@ -18,7 +18,8 @@ from aiohttp import BodyPartReader, MultipartReader, StreamReader, web
 from pydantic import ValidationError
 
 from signaling.rest_errors import RestError
-from wire.rest import IMAGE_MEDIA_TYPES, MAX_ID_LENGTH, MODEL_NAME_RE, DetectJsonRequest
+from wire.names import MODEL_NAME_RULE, is_model_name
+from wire.rest import IMAGE_MEDIA_TYPES, MAX_ID_LENGTH, DetectJsonRequest
 
 CHUNK = 64 * 1024
 MAX_PARTS = 16
@@ -76,12 +77,8 @@ def checked_id(value: str | None) -> str | None:
 def checked_model(value: str | None) -> str | None:
     if value in (None, ""):
         return None
-    if not MODEL_NAME_RE.fullmatch(value):
-        raise RestError(
-            422,
-            "invalid_model",
-            "the model name must be 1-128 letters, digits, '.', '_' or '-', starting with a letter or digit",
-        )
+    if not is_model_name(value):
+        raise RestError(422, "invalid_model", f"the model name must be {MODEL_NAME_RULE}")
     return value
 
 

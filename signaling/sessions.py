@@ -16,9 +16,8 @@ from collections import Counter
 from collections.abc import Awaitable, Callable
 
 from redis.asyncio import Redis
-from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import TimeoutError as RedisTimeoutError
 
+from runtime.redis import REDIS_DOWN_ERRORS, Outage, heartbeat_loop
 from wire.bridge_rpc import (
     HangupRequest,
     SessionEvent,
@@ -113,7 +112,7 @@ class LiveSession:
         current = asyncio.current_task()
         others = [t for t in self._tasks if t is not current]
         await cancel_and_wait(*others)  # re-cancels: redis-py can swallow a cancellation
-        with contextlib.suppress(RedisConnectionError, RedisTimeoutError, OSError):
+        with contextlib.suppress(*REDIS_DOWN_ERRORS):
             if hang_up:
                 request = HangupRequest(session=self.id, deadline_ms=now_ms() + 10_000)
                 await send_request(self.redis, self.keys, self.bridge, request)
@@ -129,19 +128,16 @@ class LiveSession:
             await self._send(ErrorMessage(code=code, message=message))
 
     async def _refresh_loop(self) -> None:
+        # The record was saved when the session started: the first refresh waits one interval.
         interval = max(0.2, self.settings.session_ttl_s / 3)
-        while True:
-            await asyncio.sleep(interval)
-            try:
-                alive = await refresh_session(
-                    self.redis, self.keys, self.id, ttl_s=self.settings.session_ttl_s
-                )
-            except (RedisConnectionError, RedisTimeoutError, OSError) as exc:
-                log.warning("session %s: cannot refresh its record (%s)", self.id, exc)
-                continue
-            if not alive:  # Redis lost it (restart, flush): put it back, the session still runs
-                with contextlib.suppress(RedisConnectionError, RedisTimeoutError, OSError):
-                    await save_session(self.redis, self.keys, self.record, ttl_s=self.settings.session_ttl_s)
+        outage = Outage(f"refreshing session {self.id}'s record", log)
+        await heartbeat_loop(self._refresh_record, interval, outage, beat_first=False)
+
+    async def _refresh_record(self) -> None:
+        ttl_s = self.settings.session_ttl_s
+        if not await refresh_session(self.redis, self.keys, self.id, ttl_s=ttl_s):
+            # Redis lost it (restart, flush): put it back, the session still runs.
+            await save_session(self.redis, self.keys, self.record, ttl_s=ttl_s)
 
     async def _deliver(self) -> None:
         async for outcome in iter_outcomes(self.redis, self.keys, self.id, start_id="0-0"):
@@ -190,7 +186,7 @@ class LiveSession:
             await asyncio.sleep(self.settings.heartbeat_interval_s)
             try:
                 alive = bool(await self.redis.exists(self.keys.bridge(self.bridge)))
-            except (RedisConnectionError, RedisTimeoutError, OSError):
+            except REDIS_DOWN_ERRORS:
                 continue
             if not alive:
                 await self._fail(

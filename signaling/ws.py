@@ -18,9 +18,8 @@ from typing import TypeVar
 
 from aiohttp import WSMsgType, web
 from pydantic import BaseModel
-from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import TimeoutError as RedisTimeoutError
 
+from runtime.redis import REDIS_DOWN_ERRORS
 from signaling.apikey import api_key_ok
 from signaling.appkeys import KEYS, LIVE, REDIS, SETTINGS
 from signaling.sessions import LiveSession, new_session_id
@@ -51,7 +50,6 @@ log = logging.getLogger(__name__)
 HARD_CAP_FACTOR = 64
 """aiohttp refuses (close 1009) frames this many times over the limit; smaller oversize ones get an error."""
 
-REDIS_ERRORS = (RedisConnectionError, RedisTimeoutError, OSError)
 OfferT = TypeVar("OfferT", HelloMessage, ModelsMessage)
 """The two messages that tell a client what the server offers."""
 
@@ -134,7 +132,7 @@ class SignalingSocket:
             await self.dispatch(message)
         except ClientError as exc:
             await self.error(exc.code, str(exc))
-        except REDIS_ERRORS as exc:
+        except REDIS_DOWN_ERRORS as exc:
             log.warning("ws %s: redis unavailable: %s", self.peer, exc)
             await self.error(ErrorCode.INTERNAL, "the server's Redis is unavailable; try again shortly")
         except Exception:
@@ -158,7 +156,7 @@ class SignalingSocket:
     async def models_message(self, kind: type[OfferT]) -> OfferT:
         try:
             workers = await live_workers(self.redis, self.keys)
-        except REDIS_ERRORS:
+        except REDIS_DOWN_ERRORS:
             workers = []
         counts: dict[str, int] = {}
         for worker in workers:

@@ -199,9 +199,8 @@ def register_models(subparsers: argparse._SubParsersAction[argparse.ArgumentPars
 
 def _with_registry(args: argparse.Namespace, action: Callable[[Any, Any], Awaitable[T]]) -> T:
     from redis.asyncio import Redis
-    from redis.exceptions import ConnectionError as RedisConnectionError
-    from redis.exceptions import TimeoutError as RedisTimeoutError
 
+    from runtime.redis import REDIS_DOWN_ERRORS
     from wire.keys import Keys
 
     async def run() -> T:
@@ -211,7 +210,7 @@ def _with_registry(args: argparse.Namespace, action: Callable[[Any, Any], Awaita
             raise LookoutError(f"invalid Redis URL {args.redis_url!r}: {exc}") from exc
         try:
             return await action(redis, Keys(args.key_prefix))
-        except (RedisConnectionError, RedisTimeoutError, OSError) as exc:
+        except REDIS_DOWN_ERRORS as exc:
             raise RedisUnavailableError(
                 f"cannot reach the registry's Redis at {args.redis_url}: {exc}"
             ) from exc

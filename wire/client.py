@@ -18,9 +18,7 @@ from types import TracebackType
 from typing import cast
 
 from redis.asyncio import Redis
-from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import ResponseError
-from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from wire.config import StreamSettings
 from wire.keys import Keys
@@ -38,6 +36,7 @@ from wire.messages import (
 )
 from wire.metrics import FRAMES_DROPPED
 from wire.outcomes import publish_outcome
+from wire.redis_down import REDIS_DOWN_ERRORS
 from wire.tasks import cancel_and_wait
 
 log = logging.getLogger(__name__)
@@ -62,7 +61,7 @@ async def iter_outcomes(
     while True:
         try:
             reply = cast(StreamReply, await redis.xread({stream: last_id}, count=64, block=block_ms))
-        except (RedisConnectionError, RedisTimeoutError, OSError) as exc:
+        except REDIS_DOWN_ERRORS as exc:
             log.warning("result stream %s: redis unavailable (%s); retrying", stream, exc)
             await asyncio.sleep(0.5)
             continue
@@ -86,7 +85,7 @@ async def _last_id(redis: Redis, stream: str) -> str:
         info = await redis.xinfo_stream(stream)
     except ResponseError:  # no such key: nothing has been published to this session yet
         return "0-0"
-    except (RedisConnectionError, RedisTimeoutError, OSError) as exc:
+    except REDIS_DOWN_ERRORS as exc:
         log.warning("result stream %s: redis unavailable (%s); reading from its start", stream, exc)
         return "0-0"
     last = info["last-generated-id"]
@@ -216,7 +215,7 @@ class FrameClient:
             detail=detail,
         )
         FRAMES_DROPPED.labels(model=model or "unknown", site=drop.site.value, reason=drop.reason.value).inc()
-        with contextlib.suppress(RedisConnectionError, RedisTimeoutError, OSError):
+        with contextlib.suppress(*REDIS_DOWN_ERRORS):
             await self.redis.hincrby(self.keys.drop_counts(model or "unknown"), drop.reason.value, 1)
         return drop
 

@@ -12,7 +12,6 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import os
-import re
 import shutil
 from pathlib import Path
 
@@ -23,8 +22,7 @@ from redis.exceptions import WatchError
 from wire.errors import LookoutError
 from wire.keys import Keys
 from wire.messages import now_ms
-
-NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
+from wire.names import MODEL_NAME_RULE, is_model_name
 
 
 class RegistryError(LookoutError):
@@ -44,7 +42,11 @@ class ModelVersion(BaseModel):
 
 
 def sha256_file(path: Path) -> str:
-    """Hex sha256 of a file, read in blocks (blocking: call it in a thread from async code)."""
+    """Hex sha256 of a file, read in blocks (blocking: call it in a thread from async code).
+
+    The one file digest of the project: it defines a version's ``sha256`` (checked by workers before they
+    load a file), and the detector's fallback version id is its first 12 digits.
+    """
     digest = hashlib.sha256()
     with path.open("rb") as handle:
         for block in iter(lambda: handle.read(1 << 20), b""):
@@ -64,8 +66,8 @@ def _text(value: bytes | str) -> str:
 
 
 def check_name(name: str) -> str:
-    if not NAME_PATTERN.match(name):
-        raise RegistryError(f"invalid model name {name!r}: use letters, digits, '_', '-' and '.'")
+    if not is_model_name(name):
+        raise RegistryError(f"invalid model name {name!r}: use {MODEL_NAME_RULE}")
     return name
 
 

@@ -6,11 +6,10 @@
 
 from __future__ import annotations
 
-import re
-
 from pydantic import BaseModel, ConfigDict, Field
 
 from wire.messages import Detection
+from wire.names import MODEL_NAME_PATTERN
 
 API_PREFIX = "/api/v1"
 DETECT_PATH = f"{API_PREFIX}/detect"
@@ -19,9 +18,6 @@ API_KEY_HEADER = "X-API-Key"
 API_KEY_QUERY = "key"
 
 MAX_ID_LENGTH = 256
-MODEL_NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$"
-"""Model names as they may appear in Redis keys: no spaces, colons or wildcards."""
-MODEL_NAME_RE = re.compile(MODEL_NAME_PATTERN)
 
 IMAGE_MEDIA_TYPES = ("image/jpeg", "image/png")
 

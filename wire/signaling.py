@@ -22,6 +22,7 @@ from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
 
 from wire import PROTOCOL_VERSION
 from wire.messages import Detection, Timings
+from wire.names import MODEL_NAME_PATTERN
 
 MAX_SDP_CHARS = 64 * 1024
 """Longest SDP accepted in an offer (a complete offer with all candidates is a few KB)."""
@@ -75,9 +76,7 @@ class JoinMessage(_Message):
     """Ask for a session. Both fields are optional; the server fills in its defaults."""
 
     type: Literal["join"] = "join"
-    model: str | None = Field(
-        default=None, min_length=1, max_length=128, pattern=r"^[A-Za-z0-9._-]+$", description="Model name."
-    )
+    model: str | None = Field(default=None, pattern=MODEL_NAME_PATTERN, description="Model name.")
     sample_fps: float | None = Field(
         default=None,
         gt=0,

@@ -30,7 +30,7 @@ def test_short_run_reports_ratios(
 
 
 def test_sample_jpegs_are_640x480(video_path: Path) -> None:
-    from inference.images import image_size
+    from runtime.images import image_size
 
     jpegs = bench_detector.sample_jpegs(video_path, count=4)
     assert len(jpegs) == 4 and all(image_size(j) == (640, 480) for j in jpegs)

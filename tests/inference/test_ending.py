@@ -18,8 +18,8 @@ from redis.exceptions import ResponseError
 import inference.ending
 from inference.consumer import StreamConsumer
 from inference.ending import Ending, GaveUpError, retry
-from inference.outage import Outage
 from inference.scheduler import Job
+from runtime.redis import Outage
 from wire.config import WorkerSettings
 from wire.keys import Keys
 from wire.messages import DropReason, DropSite, FrameMessage

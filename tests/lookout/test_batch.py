@@ -142,3 +142,65 @@ async def test_sigterm_finishes_the_image_in_flight_and_stops(tmp_path: Path) ->
     report, results = await run_images(images, detect, concurrency=1, progress=False, describe=describe)
     assert report.stopped and [r.file for r in results] == ["0.jpg"]
     assert (report.images, report.ok) == (5, 1)
+
+
+async def test_remote_answers_are_read_through_the_rest_models(aiohttp_server: Any, tmp_path: Path) -> None:
+    """A 200 that is not a DetectResponse is that image's error, not a KeyError; errors give their message."""
+    import argparse
+
+    from aiohttp import web
+
+    from lookout.batch import RemoteRunner
+    from wire.rest import DETECT_PATH, OPENAPI_PATH
+
+    timings = dict.fromkeys(
+        (
+            "queue_ms",
+            "decode_ms",
+            "preprocess_ms",
+            "inference_ms",
+            "postprocess_ms",
+            "transfer_ms",
+            "total_ms",
+        ),
+        1.0,
+    )
+    answers: dict[str, tuple[int, Any]] = {
+        "good.jpg": (
+            200,
+            {
+                "id": "good.jpg",
+                "model": "m",
+                "model_version": "v3",
+                "worker": "w",
+                "width": 64,
+                "height": 48,
+                "detections": [{"label": "dog", "class_id": 16, "score": 0.9, "box": [1.0, 2.0, 30.0, 40.0]}],
+                "timings": timings,
+            },
+        ),
+        "partial.jpg": (200, {"id": "partial.jpg", "model": "m", "width": 64}),
+        "refused.jpg": (422, {"error": {"code": "undecodable_image", "message": "not a JPEG or PNG"}}),
+    }
+
+    async def detect(request: web.Request) -> web.Response:
+        status, body = answers[request.query["id"]]
+        return web.json_response(body, status=status)
+
+    async def openapi(request: web.Request) -> web.Response:
+        return web.json_response({})
+
+    app = web.Application()
+    app.router.add_post(DETECT_PATH, detect)
+    app.router.add_get(OPENAPI_PATH, openapi)
+    server = await aiohttp_server(app)
+    for name in answers:
+        (tmp_path / name).write_bytes(b"\xff\xd8 not decoded by this fake server")
+    args = argparse.Namespace(server=str(server.make_url("/")), model=None, timeout=10.0, api_key="")
+    async with RemoteRunner(args, 1) as runner:
+        good, partial, refused = [await runner.detect(tmp_path / name) for name in answers]
+    assert good.timing.ok and (good.width, good.height) == (64, 48)
+    assert good.detections[0].label == "dog" and runner.model_version == "v3"
+    assert good.timing.compute_ms == 4.0 and good.timing.queue_ms == 1.0
+    assert not partial.timing.ok and "does not match the API" in partial.timing.error
+    assert not refused.timing.ok and refused.timing.error == "HTTP 422: not a JPEG or PNG"

@@ -95,3 +95,12 @@ async def test_keys_stay_under_the_prefix(redis: Redis, tmp_path: Path, model_fi
     keys = Keys("other")
     await registry.register(redis, keys, tmp_path, "m", model_file)
     assert all(k.startswith(b"other:") for k in cast(list[bytes], await redis.keys("*")))
+
+
+def test_sha256_file_digests_the_whole_file_across_blocks(tmp_path: Path) -> None:
+    import hashlib
+
+    content = bytes(range(256)) * 8192 + b"tail"  # two 1 MiB blocks and a few bytes more
+    path = tmp_path / "model.onnx"
+    path.write_bytes(content)
+    assert registry.sha256_file(path) == hashlib.sha256(content).hexdigest()

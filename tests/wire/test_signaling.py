@@ -47,6 +47,8 @@ from wire.signaling import (
         ('{"v": 1, "type": "offer", "sdp": 5}', ErrorCode.BAD_MESSAGE),
         ('{"v": 1, "type": "join", "sample_fps": 0}', ErrorCode.BAD_MESSAGE),
         ('{"v": 1, "type": "join", "model": "../../etc/passwd"}', ErrorCode.BAD_MESSAGE),
+        ('{"v": 1, "type": "join", "model": ".hidden"}', ErrorCode.BAD_MESSAGE),  # the common name rule
+        ('{"v": 1, "type": "join", "model": "-rf"}', ErrorCode.BAD_MESSAGE),
         (json.dumps({"v": 1, "type": "offer", "sdp": "x" * (MAX_SDP_CHARS + 1)}), ErrorCode.TOO_LARGE),
     ],
 )

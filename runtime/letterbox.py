@@ -1,4 +1,9 @@
-"""Letterboxing and tensor layout, per model family (YOLOX: BGR 0-255 top-left; YOLOv7: RGB 0-1 centred)."""
+"""Letterboxing and tensor layout, per model family (YOLOX: BGR 0-255 top-left; YOLOv7: RGB 0-1 centred).
+
+The workers prepare every frame with it (``inference.detector``), and training prepares every training
+image with it (``training.images``), so a model is trained on exactly the input it is served: one
+implementation, not two copies kept equal by a test.
+"""
 
 from __future__ import annotations
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from inference.preprocess import YOLOV7_PREPROCESSING, YOLOX_PREPROCESSING, letterbox, to_tensor
+from runtime.letterbox import YOLOV7_PREPROCESSING, YOLOX_PREPROCESSING, letterbox, to_tensor
 
 
 def test_yolox_top_left_letterbox() -> None:
