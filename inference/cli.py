@@ -268,20 +268,29 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
 
 def register_models(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     """Add `lookout models pull`."""
-    from inference.model_store import KNOWN_MODELS
+    from inference.model_store import KNOWN_MODELS, YOLOX_PINS
 
     pull = subparsers.add_parser(
         "pull",
         help="download an official model release asset, verified against a sha256",
         description="Download NAME.onnx (YOLOX release 0.1.1rc0 on GitHub) into --dir, atomically: a "
-        "temporary file, checked against the sha256, then renamed. No asset has a pin verified by this "
-        "project yet, so --sha256 is required. YOLOv7 publishes only .pt weights: pulling a yolov7 name "
-        "explains how to export it.",
+        "temporary file, checked against the sha256, then renamed; a file that does not match is "
+        f"discarded. {', '.join(YOLOX_PINS)} have a pinned sha256 and need no option; the other names, "
+        "and any other file (--url with a NAME of your own), need --sha256. YOLOv7 publishes only .pt "
+        "weights: pulling a yolov7 name explains how to export it.",
     )
     pull.add_argument("name", metavar="NAME", help=f"one of {', '.join(KNOWN_MODELS)}")
     pull.add_argument(
         "--dir", type=Path, default=None, help="target folder (default: $LOOKOUT_MODEL_DIR or ./models)"
     )
-    pull.add_argument("--sha256", default=None, help="expected sha256 of the file (64 hex digits)")
-    pull.add_argument("--url", default=None, help="download from this URL instead (a mirror)")
+    pull.add_argument(
+        "--sha256",
+        default=None,
+        help="expected sha256 of the file, 64 hex digits (default: the name's pin; required without one)",
+    )
+    pull.add_argument(
+        "--url",
+        default=None,
+        help="download from this URL instead (default: the release); a mirror still has to match the pin",
+    )
     pull.set_defaults(func=run_pull)

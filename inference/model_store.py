@@ -2,7 +2,9 @@
 
 A name (yolox_nano, ..., yolov7) is looked up as ``<model_dir>/<name>.onnx``; anything that looks like a
 path is used as one. Downloads are atomic: a temporary file beside the target, checked against a sha256,
-then renamed, so a half-downloaded model is never picked up by a worker.
+then renamed, so a half-downloaded model is never picked up by a worker. yolox_nano, yolox_tiny and
+yolox_s carry a pinned sha256, so ``lookout models pull yolox_s`` needs nothing else; any other file
+(the larger YOLOX models, or another file at a URL given directly) needs ``--sha256``.
 """
 
 from __future__ import annotations
@@ -37,15 +39,22 @@ class ModelSpec:
     url: str | None
     """Official download; None when the project publishes no ONNX file (YOLOv7)."""
     sha256: str | None
-    """A pin verified by this project; None means the user must pass --sha256."""
+    """The pinned sha256 of the file at ``url`` (or a mirror of it); None means --sha256 is required."""
     family: str
 
 
-# No pins: none of the official release assets could be fetched and hashed here, and a pin we have
-# not verified ourselves would only give false confidence. `--sha256` is required for every pull.
+# sha256 of Megvii's 0.1.1rc0 release assets, as pinned independently by several public projects that
+# download them (each cross-checked in at least three; ../shared/SOURCES.md). They could not be hashed
+# here (no network). The yolox_nano release file is not ../shared's yolox_nano.onnx, a re-export of the
+# same weights. yolox_m, yolox_l and yolox_x have no pin: pass --sha256.
+YOLOX_PINS = {
+    "yolox_nano": "c789161ed43c8269fcd4e67c67eeeb4e80c622da2eb296a20bc6007bd18a0b7d",  # 3,659,407 bytes
+    "yolox_tiny": "427cc366d34e27ff7a03e2899b5e3671425c262ea2291f88bb942bc1cc70b0f7",  # 20,219,662 bytes
+    "yolox_s": "c5c2d13e59ae883e6af3b45daea64af4833a4951c92d116ec270d9ddbe998063",  # 35,858,002 bytes
+}
 KNOWN_MODELS: dict[str, ModelSpec] = {
     **{
-        name: ModelSpec(name, f"{YOLOX_RELEASE}/{name}.onnx", None, "yolox")
+        name: ModelSpec(name, f"{YOLOX_RELEASE}/{name}.onnx", YOLOX_PINS.get(name), "yolox")
         for name in ("yolox_nano", "yolox_tiny", "yolox_s", "yolox_m", "yolox_l", "yolox_x")
     },
     "yolov7-tiny": ModelSpec("yolov7-tiny", None, None, "yolov7"),
@@ -96,22 +105,29 @@ def pull(
 ) -> Path:
     """Download a known model into ``model_dir`` atomically and verify its sha256; returns the file.
 
-    ``progress(done, total)`` makes a callback receiving each chunk size (the CLI passes a tqdm bar).
+    The sha256 is ``sha256`` when given, else the name's pin (which a mirror's ``url`` must match too).
+    An unknown name needs both ``url`` and ``sha256``. ``progress(done, total)`` makes a callback
+    receiving each chunk size (the CLI passes a tqdm bar).
     """
     import urllib.error
     import urllib.request
 
     spec = KNOWN_MODELS.get(name)
     if spec is None and url is None:
-        raise ModelPullError(f"unknown model {name!r}; known names: {', '.join(KNOWN_MODELS)}")
+        raise ModelPullError(
+            f"unknown model {name!r}; known names: {', '.join(KNOWN_MODELS)} "
+            "(or give --url and --sha256 for another file)"
+        )
     if spec is not None and spec.family == "yolov7" and url is None:
         raise ModelPullError(YOLOV7_EXPORT.format(name=name, dir=model_dir))
     source = url or (spec.url if spec else None)
     assert source is not None
     expected = (sha256 or (spec.sha256 if spec else None) or "").lower()
+    which = "expected" if sha256 else "pinned"
     if not expected:
+        pinned = ", ".join(YOLOX_PINS)
         raise ModelPullError(
-            f"no verified sha256 pin for {name}: pass --sha256 HEX (the hash you trust for {source})"
+            f"no sha256 pin for {name} (pinned: {pinned}): pass --sha256 HEX, the hash you trust for {source}"
         )
     if len(expected) != 64 or any(c not in "0123456789abcdef" for c in expected):
         raise ModelPullError(f"--sha256 must be 64 hex digits, got {expected!r}")
@@ -140,7 +156,7 @@ def pull(
         actual = digest.hexdigest()
         if actual != expected:
             raise ModelPullError(
-                f"{source}: sha256 {actual} does not match the expected {expected}; discarded"
+                f"{source}: sha256 {actual} does not match the {which} {expected}; discarded"
             )
         os.replace(temp, target)
     finally:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import importlib
 import json
 import logging
 import sys
@@ -175,7 +176,8 @@ async def run_images(
     describe: Callable[[list[ImageResult], float, bool, int], BatchReport],
 ) -> tuple[BatchReport, list[ImageResult]]:
     """Run ``detect`` over the images, ``concurrency`` at once, until done or SIGINT/SIGTERM."""
-    from tqdm import tqdm
+    # Imported off the event loop: tqdm's first import reads its package metadata from disk.
+    tqdm = (await asyncio.to_thread(importlib.import_module, "tqdm")).tqdm
 
     queue: asyncio.Queue[Path] = asyncio.Queue()
     for path in images:

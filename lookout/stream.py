@@ -3,6 +3,9 @@
 A headless WebRTC publisher (aiortc, through ``lookout.webrtc_client``) for sources that are not a
 browser's webcam. Detections come back on the signaling WebSocket and are written as JSON lines
 (``--out``, default stdout) or drawn onto the video (``--annotate OUT.mp4``).
+
+Everything that touches the disk, a camera or a thread join (opening the source, the output files,
+stopping the player, finishing the MP4) runs in a thread: the event loop only moves frames and messages.
 """
 
 from __future__ import annotations
@@ -173,7 +176,10 @@ class RecentFrames:
 
 
 class JsonLines:
-    """One JSON line per detections message, written off the event loop."""
+    """One JSON line per detections message, written off the event loop.
+
+    Build it in a thread (``await asyncio.to_thread(JsonLines, path)``): it creates and opens the file.
+    """
 
     def __init__(self, path: Path | None) -> None:
         self._file: IO[str] = sys.stdout
@@ -194,14 +200,20 @@ class JsonLines:
         self._file.write(line)
         self._file.flush()
 
-    def close(self) -> None:
+    async def close(self) -> None:
+        await asyncio.to_thread(self._close)
+
+    def _close(self) -> None:
         self._writer.shutdown(wait=True)
         if self._owned:
             self._file.close()
 
 
 class AnnotatedVideo:
-    """The frames that were analysed, with their boxes, as an H.264 MP4 at the analysis rate."""
+    """The frames that were analysed, with their boxes, as an H.264 MP4 at the analysis rate.
+
+    Build it in a thread (``await asyncio.to_thread(AnnotatedVideo, ...)``): it creates the file.
+    """
 
     def __init__(self, path: Path, recent: RecentFrames, fps: float) -> None:
         self.path = path
@@ -253,9 +265,12 @@ class AnnotatedVideo:
             self._container.mux(packet)
         self.frames += 1
 
-    def close(self) -> None:
-        self._writer.submit(self._finish).result()
-        self._writer.shutdown(wait=True)
+    async def close(self) -> None:
+        """Flush the encoder and close the MP4, on the writer thread after the frames queued before."""
+        try:
+            await asyncio.get_running_loop().run_in_executor(self._writer, self._finish)
+        finally:
+            await asyncio.to_thread(self._writer.shutdown, wait=True)
 
     def _finish(self) -> None:
         if self._container is not None:
@@ -269,27 +284,34 @@ def run_stream(args: argparse.Namespace) -> int:
         raise StreamError("--duration must be positive")
     if args.fps is not None and args.fps <= 0:
         raise StreamError("--fps must be positive")
-    return asyncio.run(_stream(args))
+    # Settings read the environment and .env before the loop starts, not on it.
+    return asyncio.run(_stream(args, BridgeSettings(), SignalingSettings()))
 
 
-async def _stream(args: argparse.Namespace) -> int:
+async def _stream(args: argparse.Namespace, bridge: BridgeSettings, signaling: SignalingSettings) -> int:
     from lookout.webrtc_client import publish
 
-    source = open_source(args.source, loop=args.loop, codec=args.codec)
+    source = await asyncio.to_thread(open_source, args.source, loop=args.loop, codec=args.codec)
     track = source.track
     sink: JsonLines | AnnotatedVideo
-    if args.annotate is not None:
-        if source.passthrough:
-            raise StreamError("--annotate needs decoded video: drop --codec h264 for this source")
-        recent = RecentFrames(track)
-        track = recent.track
-        sink = AnnotatedVideo(args.annotate, recent, args.fps or BridgeSettings().sample_fps)
-    else:
-        sink = JsonLines(args.out)
+    try:
+        if args.annotate is not None:
+            if source.passthrough:
+                raise StreamError("--annotate needs decoded video: drop --codec h264 for this source")
+            recent = RecentFrames(track)
+            track = recent.track
+            fps = args.fps or bridge.sample_fps
+            sink = await asyncio.to_thread(AnnotatedVideo, args.annotate, recent, fps)
+        else:
+            sink = await asyncio.to_thread(JsonLines, args.out)
+    except BaseException:
+        await _stop_track(track)
+        raise
     loop = asyncio.get_running_loop()
     with stop_requested() as stop:
         if hasattr(source.track, "on"):  # MediaPlayer tracks say when the source has ended
-            source.track.on("ended", stop.set)
+            # It may say so from the thread that stops it (_stop_track): hand the news to the loop.
+            source.track.on("ended", lambda: loop.call_soon_threadsafe(stop.set))
         if args.duration is not None:
             loop.call_later(args.duration, stop.set)
         counts = {"detections": 0, "objects": 0}
@@ -315,8 +337,8 @@ async def _stream(args: argparse.Namespace) -> int:
             elif message.type == "error":
                 log.warning("server error %s: %s", message.code, message.message)
 
-        key = args.api_key if args.api_key is not None else SignalingSettings().api_key
-        ice_hosts = args.ice_host if args.ice_host is not None else BridgeSettings().ice_host_addresses
+        key = args.api_key if args.api_key is not None else signaling.api_key
+        ice_hosts = args.ice_host if args.ice_host is not None else bridge.ice_host_addresses
         log.info("streaming %s to %s", source.describe, args.server)
         try:
             ended = await publish(
@@ -331,9 +353,8 @@ async def _stream(args: argparse.Namespace) -> int:
                 ice_host_addresses=[a.strip() for a in ice_hosts.split(",") if a.strip()] or None,
             )
         finally:
-            with contextlib.suppress(Exception):
-                track.stop()
-            sink.close()
+            await _stop_track(track)
+            await sink.close()
     elapsed = time.monotonic() - started
     log.info(
         "stopped after %.0f s: %d frames analysed, %d objects%s",
@@ -345,3 +366,9 @@ async def _stream(args: argparse.Namespace) -> int:
     if ended.type == "error":
         raise StreamError(f"the server ended the stream: {ended.code}: {ended.message}")
     return 0
+
+
+async def _stop_track(track: Any) -> None:
+    """Stop the source in a thread: aiortc's MediaPlayer joins its reader thread and closes the input."""
+    with contextlib.suppress(Exception):
+        await asyncio.to_thread(track.stop)

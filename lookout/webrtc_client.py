@@ -11,7 +11,8 @@ Two levels of API:
   ``offer``, ``wait_for``, ``bye``; every message received is kept in ``client.received``.
 
 ``LoopingVideoTrack(path)`` plays a video file in a loop (aiortc's ``MediaPlayer(loop=True)`` stops after
-the first pass), decoding in a thread so the event loop never blocks.
+the first pass), opening, decoding and closing the file in a thread of its own so the event loop never
+blocks.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ import fractions
 import logging
 import time
 from collections.abc import Awaitable, Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from types import TracebackType
 from typing import Any
@@ -29,7 +31,7 @@ from typing import Any
 import aiohttp
 import av
 from aiortc import RTCPeerConnection, RTCRtpSender, RTCSessionDescription, VideoStreamTrack
-from aiortc.mediastreams import MediaStreamTrack
+from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
 
 from mediabridge import ice
 from wire.errors import LookoutError
@@ -57,7 +59,11 @@ class LiveClientError(LookoutError):
 
 
 class LoopingVideoTrack(VideoStreamTrack):
-    """Frames of a video file, looped forever, paced and stamped by aiortc's ``next_timestamp``."""
+    """Frames of a video file, looped forever, paced and stamped by aiortc's ``next_timestamp``.
+
+    One thread does all the file work, so closing on ``stop`` waits for a decode in flight instead of
+    pulling the container from under it.
+    """
 
     def __init__(self, path: str | Path, *, fps: float | None = None) -> None:
         super().__init__()
@@ -65,6 +71,7 @@ class LoopingVideoTrack(VideoStreamTrack):
         self._frames: Iterator[av.VideoFrame] | None = None
         self._container: Any = None
         self._fps = fps
+        self._decoder = ThreadPoolExecutor(1, thread_name_prefix="looping-track")
         self.frames_sent = 0
 
     def _next_frame(self) -> av.VideoFrame:
@@ -84,7 +91,12 @@ class LoopingVideoTrack(VideoStreamTrack):
             pts, time_base = await self._paced(self._fps)
         else:
             pts, time_base = await self.next_timestamp()
-        frame = await asyncio.to_thread(self._next_frame)
+        try:
+            frame = await asyncio.get_running_loop().run_in_executor(self._decoder, self._next_frame)
+        except RuntimeError as exc:  # stopped meanwhile: the decoding thread takes no more work
+            if self.readyState == "live":
+                raise
+            raise MediaStreamError from exc
         frame.pts = pts
         frame.time_base = time_base
         self.frames_sent += 1
@@ -103,10 +115,18 @@ class LoopingVideoTrack(VideoStreamTrack):
         return int(self._count * clock / fps), fractions.Fraction(1, clock)
 
     def stop(self) -> None:
+        """Stop at once; the file is closed on the decoding thread, after a decode in flight."""
         super().stop()
+        with contextlib.suppress(RuntimeError):  # stopped twice: the thread is already shut down
+            self._decoder.submit(self._close)
+        self._decoder.shutdown(wait=False)
+
+    def _close(self) -> None:
         if self._container is not None:
             with contextlib.suppress(Exception):
                 self._container.close()
+            self._container = None
+            self._frames = None
 
 
 def force_codec(pc: RTCPeerConnection, sender: RTCRtpSender, codec: str) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import weakref
 from pathlib import Path
@@ -39,7 +40,7 @@ async def healthz(request: web.Request) -> web.Response:
 
 async def index(request: web.Request) -> web.StreamResponse:
     page = web_dir(request.app[SETTINGS]) / "index.html"
-    if not page.is_file():
+    if not await asyncio.to_thread(page.is_file):
         raise web.HTTPNotFound(text=f"no page at {page}: the web/ folder is missing")
     return web.FileResponse(page)
 

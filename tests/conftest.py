@@ -1,12 +1,19 @@
-"""Fixtures shared by the whole suite: the shared data folder and a real redis-server."""
+"""Fixtures shared by the whole suite: the shared data folder, a real redis-server, and blockbuster.
+
+Blockbuster makes "never block the event loop" a checked rule: during every async test, a blocking call
+(file IO, time.sleep, a blocking socket, a contended lock, ...) made on the event loop's thread by the
+project's code or by a test raises ``blockbuster.BlockingError``. Work done in threads is not checked.
+"""
 
 from __future__ import annotations
 
+import inspect
 import os
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import pytest
+from blockbuster import BlockBuster, blockbuster_ctx
 from redis.asyncio import Redis
 
 from tests.support.redis_server import RedisServer
@@ -14,6 +21,57 @@ from wire.keys import Keys
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED = Path(os.environ.get("LOOKOUT_SHARED_DIR", REPO.parent / "shared")).resolve()
+
+SCANNED = [
+    "wire",
+    "inference",
+    "signaling",
+    "mediabridge",
+    "training",
+    "lookout",
+    "bench",
+    "tests.test_blockbuster",
+]
+"""A blocking call fails the test when the project's code is on its stack (as aiohttp scans only its own
+package). Test code is not scanned: it may arrange files, read logs and stop processes as it likes, except
+tests/test_blockbuster.py, whose own time.sleep shows that the checker is on."""
+
+EVERY = ("*",)
+ALLOWED: list[tuple[tuple[str, ...], str, str]] = [
+    # Library internals known to be harmless:
+    # redis-py reads its own version from the installed package metadata (a few stat calls and a small
+    # read in site-packages, from the page cache) once per new connection, never per command.
+    (EVERY, "redis/utils.py", "get_lib_version"),
+    # pydantic-settings reads the environment and a .env file, if there is one, when settings are built.
+    # The services build them in their CLI before the loop starts and pass them down; only the
+    # `settings or XSettings()` defaults, which tests use, build them on a loop.
+    (EVERY, "pydantic_settings/main.py", "__init__"),
+    # Start-up, not serving: the signaling app factory checks the page folder and aiohttp's add_static
+    # resolves it (aiohttp's own tests allow add_static too). `lookout signaling` calls it before
+    # web.run_app starts the loop; tests build the app inside theirs.
+    (EVERY, "signaling/app.py", "create_app"),
+    # A test helper's own work:
+    # the tests' redis-server (tests/support/redis_server.py), started and stopped on purpose while the
+    # test waits; it goes through lookout.up for the command line, which is what puts project code on
+    # the stack.
+    (EVERY, "tests/support/redis_server.py", "start"),
+    (EVERY, "tests/support/redis_server.py", "stop"),
+]
+"""(blockbuster functions, file suffix, function in that file): blocking is allowed while that function
+is on the stack. Each entry says why it is fine; project code that blocks is fixed, not listed here."""
+
+
+@pytest.fixture(autouse=True)
+def blockbuster(request: pytest.FixtureRequest) -> Iterator[BlockBuster | None]:
+    """Blockbuster around each async test (sync tests that run servers in threads are not checked)."""
+    if not inspect.iscoroutinefunction(getattr(request.node, "obj", None)):
+        yield None
+        return
+    with blockbuster_ctx(SCANNED) as checker:
+        for functions, filename, where in ALLOWED:
+            for name in checker.functions if functions == EVERY else functions:
+                checker.functions[name].can_block_in(filename, where)
+        yield checker
 
 
 @pytest.fixture(scope="session")

@@ -101,7 +101,7 @@ async def test_load_generators_account_for_every_frame(
 ) -> None:
     frames = [(jpeg, 640, 480) for jpeg in sample_jpegs(video_path, 4)]
     settings = WorkerSettings(key_prefix="one", heartbeat_interval_s=0.2)
-    worker = Worker(redis, Detector.load(model_path, threads=1), settings)
+    worker = Worker(redis, await asyncio.to_thread(Detector.load, model_path, threads=1), settings)
     task = asyncio.create_task(worker.run())
     try:
 

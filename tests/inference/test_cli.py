@@ -161,7 +161,7 @@ def test_pull_without_network_is_one_line(tmp_path: Path) -> None:
     result = lookout("models", "pull", "yolox_s", "--dir", tmp_path, "--sha256", "ab" * 32, "--url", url)
     assert_clean_failure(result, "cannot download")
     assert list(tmp_path.iterdir()) == []
-    assert_clean_failure(lookout("models", "pull", "yolox_s", "--dir", tmp_path), "pass --sha256")
+    assert_clean_failure(lookout("models", "pull", "yolox_m", "--dir", tmp_path), "pass --sha256")
 
 
 @pytest.mark.parametrize("stop", [signal.SIGTERM, signal.SIGINT])

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
 from typing import Any
 
@@ -112,7 +113,7 @@ async def test_a_real_worker_writes_a_store_of_training_data(
     # `lookout train --data STORE` reads it with this loader (tests/training/test_cli.py trains on one).
     from training.data import load_sources
 
-    samples = load_sources([store])
+    samples = await asyncio.to_thread(load_sources, [store])
     assert len(samples) == 2 and all(len(sample.boxes) >= 3 for sample in samples)
 
 

@@ -6,6 +6,8 @@ with --annotate, the command ends by itself with an annotated MP4.
 
 from __future__ import annotations
 
+import argparse
+import asyncio
 import json
 import signal
 import time
@@ -17,8 +19,11 @@ from typing import Any
 import av
 import pytest
 
+from lookout.stream import AnnotatedVideo, JsonLines, RecentFrames, _stream
+from lookout.webrtc_client import LoopingVideoTrack
 from tests.support.live_stack import LiveStack
 from tests.support.processes import LookoutProcess, run_lookout
+from wire.config import BridgeSettings, SignalingSettings
 
 pytestmark = pytest.mark.slow
 
@@ -151,3 +156,49 @@ def test_a_missing_source_is_a_one_line_error(stack: LiveStack, tmp_path: Path) 
     assert (
         done.stderr.strip().splitlines()[-1].startswith("lookout: error:") and "Traceback" not in done.stderr
     )
+
+
+# --- in this process, under blockbuster (tests/conftest.py): nothing of the command blocks the loop ---------
+async def stream_args(*argv: object) -> argparse.Namespace:
+    """The command line parsed as `lookout stream` would (in a thread: argparse reads its translations)."""
+    from lookout.cli import build_parser
+
+    argv_text = ["stream", *map(str, argv), "--ice-host", "127.0.0.1"]
+    return await asyncio.to_thread(lambda: build_parser().parse_args(argv_text))
+
+
+async def test_in_process_a_file_played_once_annotates_without_blocking_the_loop(
+    stack: LiveStack, clip: Path, tmp_path: Path
+) -> None:
+    """MediaPlayer opened, stopped and the MP4 finished in threads; its end reaches the loop."""
+    out = tmp_path / "annotated.mp4"
+    args = await stream_args(clip, "--server", stack.url, "--annotate", out)
+    code = await asyncio.wait_for(_stream(args, BridgeSettings(), SignalingSettings()), timeout=120)
+    assert code == 0
+    assert await asyncio.to_thread(count_frames, out) > 0
+
+
+async def test_in_process_a_looping_file_writes_json_lines_without_blocking_the_loop(
+    stack: LiveStack, clip: Path, tmp_path: Path
+) -> None:
+    out = tmp_path / "detections.jsonl"
+    args = await stream_args(
+        clip, "--server", stack.url, "--loop", "--fps", "5", "--duration", "6", "--out", out
+    )
+    assert await asyncio.wait_for(_stream(args, BridgeSettings(), SignalingSettings()), timeout=120) == 0
+    messages = await asyncio.to_thread(read_lines, out)
+    assert messages and all(m["type"] == "detections" for m in messages)
+
+
+async def test_the_sinks_open_and_close_off_the_loop(tmp_path: Path) -> None:
+    lines = await asyncio.to_thread(JsonLines, tmp_path / "out" / "d.jsonl")
+    await lines.close()
+    recent = RecentFrames(LoopingVideoTrack(tmp_path / "unused.mp4"))
+    video = await asyncio.to_thread(AnnotatedVideo, tmp_path / "out" / "a.mp4", recent, 5.0)
+    await video.close()  # was a blocking .result() on the writer thread
+    assert (tmp_path / "out" / "d.jsonl").exists() and (tmp_path / "out" / "a.mp4").exists()
+
+
+def count_frames(path: Path) -> int:
+    with av.open(str(path)) as video:
+        return sum(1 for _ in video.decode(video=0))

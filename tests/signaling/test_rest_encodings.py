@@ -3,6 +3,7 @@ detections as the Detector run in-process on the same files, and echoes the ids.
 
 from __future__ import annotations
 
+import asyncio
 import base64
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
@@ -58,7 +59,7 @@ def same_detections(got: list[dict[str, Any]], expected: list[dict[str, Any]]) -
 async def test_every_image_in_every_encoding_matches_the_detector(
     client: Client, images: list[Path], model_path: Path
 ) -> None:
-    detector = Detector.load("yolox_nano", model_dir=model_path.parent)
+    detector = await asyncio.to_thread(Detector.load, "yolox_nano", model_dir=model_path.parent)
     assert len(images) >= 9
     for path in images:
         data = path.read_bytes()

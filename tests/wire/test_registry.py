@@ -31,7 +31,7 @@ async def test_register_copies_into_the_store_with_its_sha256(
     stored = registry.resolve_path(entry, store)
     assert stored == store / "yolox_nano" / "v1.onnx"
     assert stored.read_bytes() == model_file.read_bytes()  # noqa: ASYNC240
-    assert entry.sha256 == registry.sha256_file(model_file)
+    assert entry.sha256 == await asyncio.to_thread(registry.sha256_file, model_file)
     assert not Path(entry.path).is_absolute()  # resolved against each host's mount of the store
     again = await registry.register(redis, keys, store, "yolox_nano", model_file)
     assert again.version == "v2"
