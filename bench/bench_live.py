@@ -3,7 +3,7 @@
 It starts the real stack with `lookout up` (embedded Redis, signaling, one bridge, workers with one ONNX
 Runtime thread each, ICE on loopback), then publishes ``vtest.mp4`` from N aiortc clients at once
 (``lookout.webrtc_client``). Latency per result = the client's wall clock when the ``detections``
-message arrives - ``capture_ms`` (stamped by the bridge when the frame arrived: on loopback that is the
+message arrives - ``received_ms`` (stamped by the bridge when the frame arrived: on loopback that is the
 sender's clock within a few ms). The share that is inference is the worker's ``timings.inference_ms``;
 "overhead" is latency minus that, per frame (target: p50 <= 15 ms on loopback). Raw ORT (bench/raw.py,
 same thread count) is measured in the same run, before and after the streams, so every figure can be
@@ -93,7 +93,7 @@ async def run_level(
 
     def on_message(message: Any) -> None:
         if measuring and message.type == "detections":
-            latency = time.time() * 1000.0 - message.capture_ms
+            latency = time.time() * 1000.0 - message.received_ms
             t = message.timings
             latencies.append(latency)
             inference.append(t.inference_ms)

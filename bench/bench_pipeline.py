@@ -195,11 +195,11 @@ def client(redis: Redis, prefix: str, deadline_ms: float) -> FrameClient:
     return FrameClient(redis, keys=Keys(prefix), settings=settings)
 
 
-def record(run: Run, outcome: ResultMessage | DropRecord, received_ms: float) -> None:
+def record(run: Run, outcome: ResultMessage | DropRecord, arrived_ms: float) -> None:
     if isinstance(outcome, ResultMessage):
         run.results += 1
-        run.latency_ms.append(outcome.done_ms - outcome.capture_ms)  # the result, as the worker published it
-        run.added_ms.append(received_ms - outcome.capture_ms - outcome.timings.inference_ms)
+        run.latency_ms.append(outcome.done_ms - outcome.received_ms)  # the result, as the worker published it
+        run.added_ms.append(arrived_ms - outcome.received_ms - outcome.timings.inference_ms)
         run.inference_ms.append(outcome.timings.inference_ms)
     else:
         run.drops += 1

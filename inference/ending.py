@@ -23,10 +23,18 @@ from inference.scheduler import Job
 from runtime.redis import REDIS_DOWN_ERRORS, Outage
 from wire.config import WorkerSettings
 from wire.keys import Keys
-from wire.messages import Detection, DropReason, DropRecord, DropSite, FrameMessage, ResultMessage, Timings
+from wire.messages import (
+    Detection,
+    DropReason,
+    DropRecord,
+    DropSite,
+    FrameMessage,
+    Outcome,
+    ResultMessage,
+    Timings,
+)
 from wire.outcomes import Ack, count_drop, publish_outcomes
 
-Outcome = ResultMessage | DropRecord
 T = TypeVar("T")
 
 
@@ -86,20 +94,20 @@ class Ending:
 
     # --- outcomes ---------------------------------------------------------------------------------
     def drop(self, frame: FrameMessage, reason: DropReason, detail: str) -> DropRecord:
-        return self.drop_record(frame.session, frame.seq, frame.capture_ms, reason, detail)
+        return self.drop_record(frame.session, frame.seq, frame.received_ms, reason, detail)
 
     def refused(self, refused: Refused) -> DropRecord:
         return self.drop_record(
-            refused.session, refused.seq, refused.capture_ms, refused.reason, refused.detail
+            refused.session, refused.seq, refused.received_ms, refused.reason, refused.detail
         )
 
     def drop_record(
-        self, session: str, seq: int, capture_ms: float, reason: DropReason, detail: str
+        self, session: str, seq: int, received_ms: float, reason: DropReason, detail: str
     ) -> DropRecord:
         return DropRecord(
             session=session,
             seq=seq,
-            capture_ms=capture_ms,
+            received_ms=received_ms,
             model=self.model,
             reason=reason,
             site=DropSite.WORKER,
@@ -121,7 +129,7 @@ class Ending:
         return ResultMessage(
             session=frame.session,
             seq=frame.seq,
-            capture_ms=frame.capture_ms,
+            received_ms=frame.received_ms,
             model=self.model,
             model_version=version,
             worker=self.worker_id,

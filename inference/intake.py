@@ -38,7 +38,7 @@ class Refused:
 
     session: str
     seq: int
-    capture_ms: float
+    received_ms: float
     reason: DropReason
     detail: str
 
@@ -59,8 +59,8 @@ def refusal(frame: FrameMessage, limits: Limits, now_ms: float) -> tuple[DropRea
             DropReason.UNKNOWN_MODEL,
             f"frame asks for model {frame.model!r}; this stream serves {limits.model}",
         )
-    if len(frame.jpeg) > limits.max_image_bytes:
-        return DropReason.TOO_LARGE, f"image is {len(frame.jpeg)} bytes, over {limits.max_image_bytes}"
+    if len(frame.image) > limits.max_image_bytes:
+        return DropReason.TOO_LARGE, f"image is {len(frame.image)} bytes, over {limits.max_image_bytes}"
     if max(frame.width, frame.height) > limits.max_image_side:
         size = f"{frame.width}x{frame.height}"
         return DropReason.TOO_LARGE, f"image is {size}, over {limits.max_image_side} px per side"
@@ -77,13 +77,13 @@ def parse(fields: Fields, limits: Limits, now_ms: float) -> FrameMessage | Refus
     try:
         frame = FrameMessage.from_fields(fields)
     except MalformedMessageError as exc:
-        session, seq, capture_ms, _model = partial_ids(fields)
+        session, seq, received_ms, _model = partial_ids(fields)
         if not session:
             return Unroutable(DropReason.MALFORMED, str(exc))
-        return Refused(session, seq, capture_ms, DropReason.MALFORMED, str(exc))
+        return Refused(session, seq, received_ms, DropReason.MALFORMED, str(exc))
     refused = refusal(frame, limits, now_ms)
     if refused is not None:
-        return Refused(frame.session, frame.seq, frame.capture_ms, *refused)
+        return Refused(frame.session, frame.seq, frame.received_ms, *refused)
     return frame
 
 
@@ -114,7 +114,7 @@ def _decode_and_prepare(
     job: Job, prepare: Callable[[Image], Prepared], prepared_by: object, limits: Limits
 ) -> None:
     started = time.perf_counter()
-    image = decode_image(job.frame.jpeg, max_bytes=limits.max_image_bytes, max_side=limits.max_image_side)
+    image = decode_image(job.frame.image, max_bytes=limits.max_image_bytes, max_side=limits.max_image_side)
     job.decode_ms = elapsed_ms(started)
     started = time.perf_counter()
     job.prepared, job.prepared_by = prepare(image), prepared_by

@@ -24,7 +24,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from inference.consumer import Entry
-from inference.ending import Ending, Outcome
+from inference.ending import Ending
 from inference.intake import (
     Limits,
     Refused,
@@ -41,6 +41,7 @@ from wire.messages import (
     DropSite,
     FrameMessage,
     MalformedMessageError,
+    Outcome,
     ResultMessage,
     now_ms,
 )

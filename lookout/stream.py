@@ -232,7 +232,7 @@ class AnnotatedVideo:
             raise StreamError(f"cannot write {path}: {exc.strerror or exc}") from exc
 
     async def write(self, message: Any) -> None:
-        frame = self.recent.nearest(message.capture_ms)
+        frame = self.recent.nearest(message.received_ms)
         if frame is not None:
             await asyncio.get_running_loop().run_in_executor(self._writer, self._draw, frame, message)
 

@@ -34,6 +34,7 @@ from aiortc import RTCPeerConnection, RTCRtpSender, RTCSessionDescription, Video
 from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
 
 from mediabridge import ice
+from wire import PROTOCOL_VERSION
 from wire.errors import LookoutError
 from wire.signaling import (
     AnswerMessage,
@@ -228,10 +229,10 @@ class LiveClient:
                 self._arrived.notify_all()
 
     async def send(self, message: dict[str, Any] | str) -> None:
-        """Send a raw message (a dict gets ``v: 1`` added unless it has a ``v``)."""
+        """Send a raw message (a dict gets ``v``: PROTOCOL_VERSION added unless it has one)."""
         assert self._ws is not None, "connect first"
         if isinstance(message, dict):
-            await self._ws.send_json({"v": 1, **message})
+            await self._ws.send_json({"v": PROTOCOL_VERSION, **message})
         else:
             await self._ws.send_str(message)
 

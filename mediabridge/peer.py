@@ -16,7 +16,7 @@ from mediabridge.sampler import Sampler
 from wire.client import FrameClient
 from wire.config import BridgeSettings
 from wire.keys import Keys
-from wire.messages import now_ms
+from wire.messages import DropSite, now_ms
 from wire.tasks import cancel_and_wait
 
 log = logging.getLogger(__name__)
@@ -47,7 +47,7 @@ class PeerSession:
         self.model = model
         self.sample_fps = sample_fps
         self.settings = settings
-        self.client = FrameClient(redis, keys=keys, settings=settings, session=session)
+        self.client = FrameClient(redis, keys=keys, settings=settings, session=session, site=DropSite.BRIDGE)
         self.sampler = Sampler(
             self.client,
             model=model,

@@ -43,7 +43,7 @@ class FramePublisher(Protocol):
         model: str,
         width: int,
         height: int,
-        capture_ms: float | None = None,
+        received_ms: float | None = None,
         deadline_ms: float | None = None,
         seq: int | None = None,
     ) -> tuple[int, asyncio.Future[ResultMessage | DropRecord]]: ...
@@ -70,7 +70,7 @@ class VideoFrameLike(Protocol):
 class _Accepted:
     seq: int
     frame: VideoFrameLike
-    capture_ms: float
+    received_ms: float
 
 
 def encode_jpeg(frame: VideoFrameLike, quality: int) -> tuple[bytes, int, int]:
@@ -131,7 +131,7 @@ class Sampler:
             self._next_due_ms = now + self.interval_ms
         else:
             self._next_due_ms += self.interval_ms
-        accepted = _Accepted(seq=self.client.next_seq(), frame=frame, capture_ms=now)
+        accepted = _Accepted(seq=self.client.next_seq(), frame=frame, received_ms=now)
         self.accepted += 1
         FRAMES_IN.labels(site="bridge", model=self.model).inc()
         waiting = self._mailbox
@@ -172,7 +172,7 @@ class Sampler:
             log.warning("session %s: frame %d not encodable: %s", self.client.session, item.seq, exc)
             self._drop(item.seq, DropReason.UNDECODABLE, f"encoding failed: {exc}")
             return
-        deadline = item.capture_ms + self.deadline_ms
+        deadline = item.received_ms + self.deadline_ms
         self._acquire()
         try:
             seq, future = await self.client.submit(
@@ -180,7 +180,7 @@ class Sampler:
                 model=self.model,
                 width=width,
                 height=height,
-                capture_ms=item.capture_ms,
+                received_ms=item.received_ms,
                 deadline_ms=deadline,
                 seq=item.seq,
             )

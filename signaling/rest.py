@@ -54,7 +54,11 @@ def setup_rest(app: web.Application) -> None:
 
 async def _frame_client(app: web.Application) -> AsyncIterator[None]:
     client = FrameClient(
-        app[REDIS], keys=app[KEYS], settings=app[SETTINGS], session=f"rest-{uuid.uuid4().hex[:12]}"
+        app[REDIS],
+        keys=app[KEYS],
+        settings=app[SETTINGS],
+        session=f"rest-{uuid.uuid4().hex[:12]}",
+        site=DropSite.SIGNALING,
     )
     await client.start()
     app[REST_CLIENT] = client
@@ -116,7 +120,11 @@ async def _infer(
         detail = f"no live worker serves model {model!r}; start one with `lookout worker --model {model}`"
         # Published and counted (record, Redis tally, FRAMES_DROPPED) by the client in one go.
         await client.drop(
-            client.next_seq(), model=model, reason=DropReason.NO_WORKER, site=DropSite.CLIENT, detail=detail
+            client.next_seq(),
+            model=model,
+            reason=DropReason.NO_WORKER,
+            site=DropSite.SIGNALING,
+            detail=detail,
         )
         raise RestError(503, "no_worker", detail)
     timeout_s = settings.rest_timeout_s
@@ -127,7 +135,7 @@ async def _infer(
         model=model,
         width=info.width,
         height=info.height,
-        capture_ms=received_ms,
+        received_ms=received_ms,
         deadline_ms=received_ms + timeout_s * 1000.0,
     )
     outcome = await client.wait(seq, future, model=model, timeout_s=timeout_s)

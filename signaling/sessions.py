@@ -151,13 +151,13 @@ class LiveSession:
                 self._stats_due.set()
 
     async def _send_result(self, result: ResultMessage) -> None:
-        latency_ms = now_ms() - result.capture_ms
+        latency_ms = now_ms() - result.received_ms
         self.inferred += 1
         await self._send(
             DetectionsMessage(
                 session=result.session,
                 seq=result.seq,
-                capture_ms=result.capture_ms,
+                received_ms=result.received_ms,
                 width=result.width,
                 height=result.height,
                 model=result.model,

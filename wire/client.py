@@ -30,7 +30,7 @@ from wire.messages import (
     Fields,
     FrameMessage,
     MalformedMessageError,
-    ResultMessage,
+    Outcome,
     decode_outcome,
     now_ms,
 )
@@ -41,7 +41,6 @@ from wire.tasks import cancel_and_wait
 
 log = logging.getLogger(__name__)
 
-Outcome = ResultMessage | DropRecord
 StreamReply = list[tuple[bytes, list[tuple[bytes, Fields]]]] | None
 """What XREAD / XREADGROUP return without ``decode_responses`` (RESP2)."""
 
@@ -105,8 +104,11 @@ class FrameClient:
         keys: Keys | None = None,
         settings: StreamSettings | None = None,
         session: str | None = None,
+        site: DropSite = DropSite.CLIENT,
     ) -> None:
         self.redis = redis
+        self.site = site
+        """Where this client's own drops (timeouts) are counted: the service that runs it."""
         self.settings = settings or StreamSettings()
         self.keys = keys or Keys(self.settings.key_prefix)
         self.session = session or f"client-{uuid.uuid4().hex[:12]}"
@@ -152,29 +154,29 @@ class FrameClient:
 
     async def submit(
         self,
-        jpeg: bytes,
+        image: bytes,
         *,
         model: str,
         width: int,
         height: int,
-        capture_ms: float | None = None,
+        received_ms: float | None = None,
         deadline_ms: float | None = None,
         seq: int | None = None,
     ) -> tuple[int, asyncio.Future[Outcome]]:
         """Publish a frame; returns its sequence number and a future for its outcome."""
         await self.start()
-        captured = now_ms() if capture_ms is None else capture_ms
+        captured = now_ms() if received_ms is None else received_ms
         frame = FrameMessage(
             session=self.session,
             seq=self.next_seq() if seq is None else seq,
-            capture_ms=captured,
+            received_ms=captured,
             deadline_ms=deadline_ms
             if deadline_ms is not None
             else captured + self.settings.frame_deadline_ms,
             model=model,
             width=width,
             height=height,
-            jpeg=jpeg,
+            image=image,
         )
         if frame.seq in self._pending:
             raise ValueError(f"frame {frame.seq} of session {self.session} is already in flight")
@@ -211,7 +213,7 @@ class FrameClient:
             seq=seq,
             model=model,
             reason=DropReason.TIMEOUT,
-            site=DropSite.CLIENT,
+            site=self.site,
             detail=detail,
         )
         FRAMES_DROPPED.labels(model=model or "unknown", site=drop.site.value, reason=drop.reason.value).inc()
@@ -221,7 +223,7 @@ class FrameClient:
 
     async def detect(
         self,
-        jpeg: bytes,
+        image: bytes,
         *,
         model: str,
         width: int,
@@ -231,7 +233,7 @@ class FrameClient:
     ) -> Outcome:
         """Submit one frame and wait for how it ended."""
         seq, future = await self.submit(
-            jpeg, model=model, width=width, height=height, deadline_ms=deadline_ms
+            image, model=model, width=width, height=height, deadline_ms=deadline_ms
         )
         return await self.wait(seq, future, model=model, timeout_s=timeout_s)
 

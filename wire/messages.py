@@ -12,9 +12,9 @@ import json
 import math
 import time
 from enum import StrEnum
-from typing import Annotated, Literal
+from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import AliasChoices, BaseModel, ConfigDict, Field, ValidationError
 from redis.typing import EncodableT, FieldT
 
 from wire import PROTOCOL_VERSION
@@ -65,8 +65,13 @@ class DropSite(StrEnum):
     """Where a drop happened."""
 
     BRIDGE = "bridge"
+    """The media bridge (superseded, in-flight limit, its own timeouts)."""
     WORKER = "worker"
+    """An inference worker."""
+    SIGNALING = "signaling"
+    """Signaling's REST API (no worker, timeouts of REST requests); v1 recorded these as client."""
     CLIENT = "client"
+    """A program using ``FrameClient`` directly (``lookout stream`` and the like)."""
 
 
 class FrameMessage(BaseModel):
@@ -78,8 +83,13 @@ class FrameMessage(BaseModel):
         min_length=1, max_length=128, description="Session or stream id; results go back to it."
     )
     seq: int = Field(ge=0, description="Frame sequence number within the session.")
-    capture_ms: float = Field(
-        allow_inf_nan=False, description="Wall-clock capture time of the frame, in ms since the epoch."
+    received_ms: float = Field(
+        allow_inf_nan=False,
+        description=(
+            "Wall-clock time the frame entered Lookout, in ms since the epoch: when the bridge received the"
+            " decoded video frame, when signaling received the REST request, or when a client submitted it."
+            " Not the camera's capture time, which comes earlier by the uplink delay (v1: capture_ms)."
+        ),
     )
     deadline_ms: float = Field(
         allow_inf_nan=False, description="Wall-clock time after which the frame is stale and is dropped."
@@ -87,7 +97,10 @@ class FrameMessage(BaseModel):
     model: str = Field(min_length=1, max_length=128, description="Model name; also picks the stream.")
     width: int = Field(ge=0, description="Image width in pixels, as encoded.")
     height: int = Field(ge=0, description="Image height in pixels, as encoded.")
-    jpeg: bytes = Field(repr=False, description="The encoded image (JPEG, or PNG from the REST API).")
+    image: bytes = Field(
+        repr=False,
+        description="The encoded image: JPEG from bridges, JPEG or PNG from the REST API (v1: jpeg).",
+    )
     submitted_ms: float = Field(
         default_factory=now_ms, allow_inf_nan=False, description="When the frame was put on the stream."
     )
@@ -99,24 +112,25 @@ class FrameMessage(BaseModel):
             "v": self.v,
             "session": self.session,
             "seq": self.seq,
-            "capture_ms": repr(self.capture_ms),
+            "received_ms": repr(self.received_ms),
             "deadline_ms": repr(self.deadline_ms),
             "submitted_ms": repr(self.submitted_ms),
             "model": self.model,
             "width": self.width,
             "height": self.height,
-            "jpeg": self.jpeg,
+            "image": self.image,
         }
 
     @classmethod
     def from_fields(cls, fields: Fields) -> FrameMessage:
         """Parse a stream entry; raises MalformedMessageError with a reason when it is not a frame."""
         try:
-            text = {k.decode(): v for k, v in fields.items() if k != b"jpeg"}
-            if b"jpeg" not in fields:
-                raise MalformedMessageError("missing field 'jpeg'")
+            fields = _upgrade_v1_frame(fields)
+            text = {k.decode(): v for k, v in fields.items() if k != b"image"}
+            if b"image" not in fields:
+                raise MalformedMessageError("missing field 'image'")
             data: dict[str, object] = {k: v.decode() for k, v in text.items()}
-            data["jpeg"] = fields[b"jpeg"]
+            data["image"] = fields[b"image"]
             return cls.model_validate(data)
         except UnicodeDecodeError as exc:
             raise MalformedMessageError(f"field is not UTF-8: {exc}") from exc
@@ -126,8 +140,19 @@ class FrameMessage(BaseModel):
             raise MalformedMessageError(f"{where}: {first['msg']}") from exc
 
 
+V1_FRAME_FIELDS = {b"jpeg": b"image", b"capture_ms": b"received_ms"}
+"""Protocol v1 names of frame fields that v2 renamed: v2 readers still read v1 frames."""
+
+
+def _upgrade_v1_frame(fields: Fields) -> Fields:
+    """A v1 frame entry with its fields renamed to v2 (a v2 entry is returned as it is)."""
+    if not any(old in fields for old in V1_FRAME_FIELDS):
+        return fields
+    return {V1_FRAME_FIELDS.get(name, name): value for name, value in fields.items()}
+
+
 def partial_ids(fields: Fields) -> tuple[str, int, float, str]:
-    """Best-effort (session, seq, capture_ms, model) of an entry that failed to parse, for its drop record."""
+    """Best-effort (session, seq, received_ms, model) of an entry that failed to parse, for its drop."""
 
     def text(name: str, default: str) -> str:
         raw = fields.get(name.encode())
@@ -144,7 +169,12 @@ def partial_ids(fields: Fields) -> tuple[str, int, float, str]:
         return value if math.isfinite(value) else 0.0
 
     seq = number("seq")
-    return text("session", ""), int(seq) if 0 <= seq < 2**63 else 0, number("capture_ms"), text("model", "")
+    return (
+        text("session", ""),
+        int(seq) if 0 <= seq < 2**63 else 0,
+        number("received_ms") or number("capture_ms"),
+        text("model", ""),
+    )
 
 
 class Detection(BaseModel):
@@ -172,7 +202,10 @@ class ResultMessage(BaseModel):
     kind: Literal["result"] = "result"
     session: str = Field(description="Session id of the frame.")
     seq: int = Field(description="Sequence number of the frame.")
-    capture_ms: float = Field(description="Capture time of the frame, copied from it.")
+    received_ms: float = Field(
+        validation_alias=AliasChoices("received_ms", "capture_ms"),
+        description="When the frame entered Lookout, copied from it (v1: capture_ms).",
+    )
     model: str = Field(description="Model name.")
     model_version: str = Field(description="Version of the model that produced the detections.")
     worker: str = Field(description="Id of the worker that produced them.")
@@ -191,7 +224,11 @@ class DropRecord(BaseModel):
     kind: Literal["drop"] = "drop"
     session: str = Field(description="Session id of the frame.")
     seq: int = Field(description="Sequence number of the frame.")
-    capture_ms: float = Field(default=0.0, description="Capture time of the frame, when known.")
+    received_ms: float = Field(
+        default=0.0,
+        validation_alias=AliasChoices("received_ms", "capture_ms"),
+        description="When the frame entered Lookout, when known (v1: capture_ms).",
+    )
     model: str = Field(default="", description="Model name, when known.")
     reason: DropReason = Field(description="Why the frame was dropped.")
     site: DropSite = Field(description="Where it was dropped.")
@@ -201,8 +238,8 @@ class DropRecord(BaseModel):
     v: int = Field(default=PROTOCOL_VERSION, description="Protocol version.")
 
 
-Outcome = Annotated[ResultMessage | DropRecord, Field(discriminator="kind")]
-"""How every accepted frame ends: exactly one of these."""
+Outcome = ResultMessage | DropRecord
+"""How every accepted frame ends: exactly one of these (told apart by their ``kind``)."""
 
 
 def encode_outcome(outcome: ResultMessage | DropRecord) -> dict[str, str]:

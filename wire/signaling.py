@@ -18,9 +18,9 @@ import json
 from enum import StrEnum
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
+from pydantic import AliasChoices, BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
 
-from wire import PROTOCOL_VERSION
+from wire import PROTOCOL_VERSION, SUPPORTED_VERSIONS
 from wire.messages import Detection, Timings
 from wire.names import MODEL_NAME_PATTERN
 
@@ -66,7 +66,7 @@ class ErrorCode(StrEnum):
 class _Message(BaseModel):
     model_config = ConfigDict(extra="ignore", frozen=True)
 
-    v: Literal[1] = Field(default=1, description="Protocol version (PROTOCOL_VERSION).")
+    v: int = Field(default=PROTOCOL_VERSION, description="Protocol version (PROTOCOL_VERSION).")
 
 
 # --- client -> server ----------------------------------------------------------------------------
@@ -171,8 +171,9 @@ class DetectionsMessage(_Message):
     type: Literal["detections"] = "detections"
     session: str = Field(description="Session id.")
     seq: int = Field(description="Frame sequence number within the session.")
-    capture_ms: float = Field(
-        description="Wall clock (ms since the epoch) when the bridge received the frame."
+    received_ms: float = Field(
+        validation_alias=AliasChoices("received_ms", "capture_ms"),
+        description="Wall clock (ms since the epoch) when the bridge received the frame (v1: capture_ms).",
     )
     width: int = Field(description="Width of the sampled frame.")
     height: int = Field(description="Height of the sampled frame.")
@@ -181,7 +182,7 @@ class DetectionsMessage(_Message):
     worker: str = Field(description="Worker id.")
     detections: list[Detection] = Field(description="label, class_id, score, box [x1, y1, x2, y2].")
     timings: Timings = Field(description="Where the worker's time went (ms).")
-    latency_ms: float = Field(description="Server's now minus capture_ms when it sent this message.")
+    latency_ms: float = Field(description="Server's now minus received_ms when it sent this message.")
 
 
 class StatsMessage(_Message):
@@ -247,9 +248,10 @@ def parse_client_message(text: str | bytes) -> ClientMessage:
     if not isinstance(data, dict):
         raise SignalingProtocolError(ErrorCode.BAD_JSON, "a message must be a JSON object")
     version = data.get("v")
-    if type(version) is not int or version != PROTOCOL_VERSION:  # True == 1 in Python: not a version
+    if type(version) is not int or version not in SUPPORTED_VERSIONS:  # True == 1 in Python: not a version
+        speaks = " or ".join(f"v={v}" for v in SUPPORTED_VERSIONS)
         raise SignalingProtocolError(
-            ErrorCode.BAD_VERSION, f"unsupported protocol version {version!r}; this server speaks v=1"
+            ErrorCode.BAD_VERSION, f"unsupported protocol version {version!r}; this server speaks {speaks}"
         )
     kind = data.get("type")
     if kind not in CLIENT_TYPES:

@@ -40,7 +40,7 @@ def test_record_separates_latency_from_the_model_run() -> None:
     result = ResultMessage(
         session="s",
         seq=0,
-        capture_ms=1000.0,
+        received_ms=1000.0,
         model=MODEL,
         model_version="v",
         worker="w",
@@ -49,7 +49,7 @@ def test_record_separates_latency_from_the_model_run() -> None:
         timings=Timings(inference_ms=30.0),
         done_ms=1040.0,
     )
-    record(run, result, received_ms=1045.0)
+    record(run, result, arrived_ms=1045.0)
     record(run, DropRecord(session="s", seq=1, reason=DropReason.DEADLINE, site=DropSite.WORKER), 1050.0)
     assert (run.results, run.drops, run.per_s) == (1, 1, 0.5)
     assert run.latency_ms == [40.0] and run.added_ms == [15.0]

@@ -114,10 +114,10 @@ def test_giving_up_starts_at_the_deadline_set_once() -> None:
 
 def test_outcomes_are_signed_by_the_worker() -> None:
     frame = FrameMessage(
-        session="s", seq=4, capture_ms=10.0, deadline_ms=99.0, model="m", width=2, height=3, jpeg=b"x"
+        session="s", seq=4, received_ms=10.0, deadline_ms=99.0, model="m", width=2, height=3, image=b"x"
     )
     drop = ending().drop(frame, DropReason.DEADLINE, "late")
-    assert (drop.session, drop.seq, drop.capture_ms, drop.model) == ("s", 4, 10.0, "m")
+    assert (drop.session, drop.seq, drop.received_ms, drop.model) == ("s", 4, 10.0, "m")
     assert (drop.reason, drop.site, drop.worker, drop.detail) == (
         DropReason.DEADLINE,
         DropSite.WORKER,
@@ -156,7 +156,7 @@ async def test_publication_retries_through_an_outage_and_acks_each_entry(
     monkeypatch.setattr(inference.ending, "Outage", lambda what, log: quick_outage(what))
     end = ending()
     frame = FrameMessage(
-        session="s", seq=0, capture_ms=0, deadline_ms=1, model="m", width=1, height=1, jpeg=b"x"
+        session="s", seq=0, received_ms=0, deadline_ms=1, model="m", width=1, height=1, image=b"x"
     )
     outcomes = [(f"{i}-0", end.drop(frame, DropReason.DEADLINE, "late")) for i in range(2)]
     assert await end.publish(outcomes) == [True, False]
@@ -181,7 +181,7 @@ async def test_a_publication_given_up_on_leaves_its_entries_unended(monkeypatch:
     end = ending()
     end.give_up_at(time.monotonic())
     frame = FrameMessage(
-        session="s", seq=0, capture_ms=0, deadline_ms=1, model="m", width=1, height=1, jpeg=b"x"
+        session="s", seq=0, received_ms=0, deadline_ms=1, model="m", width=1, height=1, image=b"x"
     )
     assert await end.publish([("1-0", end.drop(frame, DropReason.SHUTDOWN, "stopped"))]) == [False]
     assert await end.count_unroutable("2-0", DropReason.SHUTDOWN) is False

@@ -20,7 +20,7 @@ def _result(seq: int, *scores: float) -> ResultMessage:
         Detection(label="person", class_id=0, score=s, box=(20.0, 10.0, 60.0, 50.0)) for s in scores
     ]
     return ResultMessage(
-        session="cam", seq=seq, capture_ms=0, model="m", model_version="v1", worker="w",
+        session="cam", seq=seq, received_ms=0, model="m", model_version="v1", worker="w",
         width=200, height=100, detections=detections,
     )  # fmt: skip
 

@@ -31,12 +31,12 @@ def frame(**overrides: Any) -> FrameMessage:
     values: dict[str, Any] = {
         "session": "s",
         "seq": 3,
-        "capture_ms": NOW - 10,
+        "received_ms": NOW - 10,
         "deadline_ms": NOW + 100,
         "model": "m",
         "width": 640,
         "height": 480,
-        "jpeg": b"x" * 1000,
+        "image": b"x" * 1000,
     }
     return FrameMessage(**{**values, **overrides})
 
@@ -50,7 +50,7 @@ def test_a_frame_within_every_limit_is_accepted() -> None:
     ("overrides", "reason", "detail"),
     [
         ({"model": "other"}, DropReason.UNKNOWN_MODEL, "frame asks for model 'other'; this stream serves m"),
-        ({"jpeg": b"x" * 1001}, DropReason.TOO_LARGE, "image is 1001 bytes, over 1000"),
+        ({"image": b"x" * 1001}, DropReason.TOO_LARGE, "image is 1001 bytes, over 1000"),
         ({"width": 641}, DropReason.TOO_LARGE, "image is 641x480, over 640 px per side"),
         ({"height": 700}, DropReason.TOO_LARGE, "image is 640x700, over 640 px per side"),
         ({"deadline_ms": NOW - 42}, DropReason.DEADLINE, "read 42 ms after its deadline"),
@@ -63,10 +63,10 @@ def test_each_refusal_rule_gives_its_reason_and_detail(
 
 
 def test_the_wrong_model_is_refused_before_size_and_size_before_lateness() -> None:
-    everything_wrong = frame(model="other", jpeg=b"x" * 5000, deadline_ms=NOW - 1)
+    everything_wrong = frame(model="other", image=b"x" * 5000, deadline_ms=NOW - 1)
     assert refusal(everything_wrong, LIMITS, NOW) is not None
     assert refusal(everything_wrong, LIMITS, NOW)[0] is DropReason.UNKNOWN_MODEL  # type: ignore[index]
-    too_large_and_late = frame(jpeg=b"x" * 5000, deadline_ms=NOW - 1)
+    too_large_and_late = frame(image=b"x" * 5000, deadline_ms=NOW - 1)
     assert refusal(too_large_and_late, LIMITS, NOW)[0] is DropReason.TOO_LARGE  # type: ignore[index]
 
 
@@ -91,10 +91,10 @@ def test_an_entry_parses_into_its_frame_a_refusal_or_an_unroutable_drop() -> Non
     assert parse({}, LIMITS, NOW) == Unroutable(DropReason.TRIMMED)
     nameless = parse({b"garbage": b"\x00"}, LIMITS, NOW)
     assert isinstance(nameless, Unroutable) and nameless.reason is DropReason.MALFORMED and nameless.detail
-    broken = parse({b"session": b"s", b"seq": b"7", b"capture_ms": b"12.5"}, LIMITS, NOW)
+    broken = parse({b"session": b"s", b"seq": b"7", b"received_ms": b"12.5"}, LIMITS, NOW)
     assert isinstance(broken, Refused)
-    assert (broken.session, broken.seq, broken.capture_ms) == ("s", 7, 12.5)
-    assert broken.reason is DropReason.MALFORMED and "jpeg" in broken.detail
+    assert (broken.session, broken.seq, broken.received_ms) == ("s", 7, 12.5)
+    assert broken.reason is DropReason.MALFORMED and "image" in broken.detail
     late = parse(fields_of(frame(deadline_ms=NOW - 5)), LIMITS, NOW)
     assert late == Refused("s", 3, NOW - 10, DropReason.DEADLINE, "read 5 ms after its deadline")
     wrong = parse(fields_of(frame(model="other")), LIMITS, NOW)
@@ -111,8 +111,8 @@ def test_decode_and_prepare_all_prepares_the_good_frames_and_reports_the_bad() -
     ok, encoded = cv2.imencode(".png", np.full((48, 64, 3), 128, np.uint8))
     assert ok
     limits = Limits(model="m", max_image_bytes=100_000, max_image_side=640)
-    good = Job(entry_id="1-0", frame=frame(jpeg=encoded.tobytes(), width=64, height=48), read_ms=NOW)
-    bad = Job(entry_id="2-0", frame=frame(jpeg=b"not an image"), read_ms=NOW)
+    good = Job(entry_id="1-0", frame=frame(image=encoded.tobytes(), width=64, height=48), read_ms=NOW)
+    bad = Job(entry_id="2-0", frame=frame(image=b"not an image"), read_ms=NOW)
     marker = object()
 
     def prepare(image: Image) -> Prepared:

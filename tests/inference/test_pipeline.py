@@ -17,7 +17,7 @@ import numpy as np
 
 from inference.consumer import StreamConsumer
 from inference.detector import Prepared
-from inference.ending import Ending, Outcome
+from inference.ending import Ending
 from inference.images import Image
 from inference.intake import Limits
 from inference.pipeline import FrameDetector, Outputs, Pipeline
@@ -25,7 +25,16 @@ from inference.scheduler import Scheduler, Stage
 from tests.support.processes import wait_until
 from wire.config import WorkerSettings
 from wire.keys import Keys
-from wire.messages import Detection, DropReason, DropRecord, Fields, FrameMessage, ResultMessage, now_ms
+from wire.messages import (
+    Detection,
+    DropReason,
+    DropRecord,
+    Fields,
+    FrameMessage,
+    Outcome,
+    ResultMessage,
+    now_ms,
+)
 
 log = logging.getLogger("test.pipeline")
 MODEL = "fake"
@@ -93,12 +102,12 @@ def fields(seq: int, **overrides: Any) -> Fields:
     values: dict[str, Any] = {
         "session": "s",
         "seq": seq,
-        "capture_ms": now_ms(),
+        "received_ms": now_ms(),
         "deadline_ms": now_ms() + 60_000,
         "model": MODEL,
         "width": 32,
         "height": 24,
-        "jpeg": jpeg(),
+        "image": jpeg(),
     }
     frame = FrameMessage(**{**values, **overrides})
     encoded = {name: value for name, value in frame.to_fields().items() if isinstance(name, str)}
@@ -141,7 +150,7 @@ async def test_what_cannot_be_inferred_ends_as_a_drop_with_its_reason() -> None:
         ("1-0", {}),  # trimmed: only counted
         ("2-0", {b"garbage": b"\x00"}),  # no session to tell: only counted
         ("3-0", {**fields(3), b"deadline_ms": b"nan"}),
-        ("4-0", fields(4, jpeg=b"not an image")),
+        ("4-0", fields(4, image=b"not an image")),
         ("5-0", fields(5, model="other")),
         ("6-0", fields(6, deadline_ms=now_ms() - 1)),
         ("7-0", fields(7)),

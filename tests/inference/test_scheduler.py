@@ -27,12 +27,12 @@ def frame(deadline_in_ms: float = 1000.0) -> FrameMessage:
     return FrameMessage(
         session="s",
         seq=next(_ids),
-        capture_ms=NOW,
+        received_ms=NOW,
         deadline_ms=NOW + deadline_in_ms,
         model="m",
         width=4,
         height=4,
-        jpeg=b"x",
+        image=b"x",
         submitted_ms=NOW,
     )
 

@@ -134,7 +134,7 @@ async def test_garbage_becomes_drop_records_and_the_worker_carries_on(
     stream = keys.frames(MODEL)
     entries: list[tuple[StreamFields, DropReason | None]] = [
         (
-            {k: v for k, v in frame_fields(jpeg, session="g", seq=0).items() if k != "jpeg"},
+            {k: v for k, v in frame_fields(jpeg, session="g", seq=0).items() if k != "image"},
             DropReason.MALFORMED,
         ),
         (frame_fields(b"this is not a jpeg", session="g", seq=1), DropReason.UNDECODABLE),

@@ -37,11 +37,11 @@ from tests.inference.worker_helpers import (
 )
 from tests.support.processes import REPO, LookoutProcess, wait_heartbeat, wait_until
 from tests.support.redis_server import RedisServer, free_port
-from wire.client import FrameClient, Outcome
+from wire.client import FrameClient
 from wire.config import StreamSettings
 from wire.keys import WORKER_GROUP, Keys
 from wire.liveness import live_workers
-from wire.messages import DropReason, DropRecord, Fields, ResultMessage
+from wire.messages import DropReason, DropRecord, Fields, Outcome, ResultMessage
 from wire.outcomes import drop_counts
 
 MODEL = "yolox_nano"
@@ -149,7 +149,7 @@ async def test_garbage_is_dropped_with_a_reason_and_the_metrics_agree(
     metric_before = sum((dropped_metric(w) for w in workers), Counter())
     garbage: list[tuple[StreamFields, DropReason | None]] = [
         (
-            {k: v for k, v in frame_fields(jpeg, session="junk", seq=0).items() if k != "jpeg"},
+            {k: v for k, v in frame_fields(jpeg, session="junk", seq=0).items() if k != "image"},
             DropReason.MALFORMED,
         ),
         (frame_fields(b"%PDF-1.4 not an image", session="junk", seq=1), DropReason.UNDECODABLE),
@@ -211,7 +211,7 @@ async def test_overload_drops_stale_frames_and_accepted_latency_stays_bounded(
     assert set(reasons) == {"deadline"}, reasons  # no client timeout: every frame ended at a worker
     assert (await drop_counts(redis, KEYS, MODEL))["deadline"] - tally_before == reasons["deadline"]
     results = [o for o in outcomes if isinstance(o, ResultMessage)]
-    latencies = [o.done_ms - o.capture_ms for o in results]
+    latencies = [o.done_ms - o.received_ms for o in results]
     half = len(latencies) // 2
     # Without the deadline policy the queue would grow for 5 s and the last frames wait seconds.
     assert np.percentile(latencies, 99) < 2 * deadline_ms, np.percentile(latencies, 99)

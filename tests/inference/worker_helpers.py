@@ -84,11 +84,11 @@ def frame_fields(
     frame = FrameMessage(
         session=session,
         seq=seq,
-        capture_ms=captured,
+        received_ms=captured,
         deadline_ms=captured + deadline_in_ms,
         model=model,
         width=width,
         height=height,
-        jpeg=jpeg,
+        image=jpeg,
     )
     return frame.to_fields()

@@ -76,7 +76,7 @@ def _complete(last: list[str]) -> list[dict[str, Any]]:
 
 
 def span_s(messages: list[dict[str, Any]]) -> float:
-    stamps = [m["capture_ms"] for m in messages]
+    stamps = [m["received_ms"] for m in messages]
     return (max(stamps) - min(stamps)) / 1000.0 if stamps else 0.0
 
 

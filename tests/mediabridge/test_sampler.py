@@ -61,7 +61,7 @@ class FakePublisher:
             ResultMessage(
                 session=self.session,
                 seq=seq,
-                capture_ms=0,
+                received_ms=0,
                 model="m",
                 model_version="1",
                 worker="w",
@@ -109,7 +109,7 @@ async def test_capture_time_and_deadline_are_stamped_from_the_receive_time(runni
     publisher, sampler = running
     sampler.push(Frame(), 1234.0)
     await until(lambda: 0 in publisher.meta, "frame 0 submitted")
-    assert publisher.meta[0]["capture_ms"] == 1234.0
+    assert publisher.meta[0]["received_ms"] == 1234.0
     assert publisher.meta[0]["deadline_ms"] == 1234.0 + 5000
 
 

@@ -98,7 +98,7 @@ class FakeWorker:
                     await self.redis.xack(self.keys.frames(self.model), WORKER_GROUP, entry_id)
 
     def _outcome(self, frame: FrameMessage) -> ResultMessage | DropRecord:
-        image = cv2.imdecode(np.frombuffer(frame.jpeg, np.uint8), cv2.IMREAD_COLOR)
+        image = cv2.imdecode(np.frombuffer(frame.image, np.uint8), cv2.IMREAD_COLOR)
         if image is None:
             return DropRecord(
                 session=frame.session,
@@ -113,7 +113,7 @@ class FakeWorker:
         return ResultMessage(
             session=frame.session,
             seq=frame.seq,
-            capture_ms=frame.capture_ms,
+            received_ms=frame.received_ms,
             model=frame.model,
             model_version="fake-1",
             worker="fake-worker",

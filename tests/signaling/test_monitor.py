@@ -113,7 +113,7 @@ async def test_stream_depth_lag_and_pending(client_of: Redis) -> None:
 async def publish(redis: Redis, keys: Keys, model: str, results: int, drops: dict[DropReason, int]) -> None:
     for seq in range(results):
         result = ResultMessage(
-            session="s", seq=seq, capture_ms=0, model=model, model_version="1", worker="w", width=1, height=1
+            session="s", seq=seq, received_ms=0, model=model, model_version="1", worker="w", width=1, height=1
         )
         await publish_outcome(redis, keys, result, maxlen=100, ttl_s=60)
     for reason, count in drops.items():

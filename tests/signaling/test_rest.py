@@ -66,7 +66,7 @@ async def test_three_encodings_reach_the_worker_and_echo_the_id(
     assert [b["id"] for b in bodies] == ["j1", "m1", "r1"]
     assert all(b["detections"][0]["label"] == "person" and b["model"] == "fake" for b in bodies)
     assert bodies[0]["width"] == 64 and bodies[0]["height"] == 48
-    assert [f.jpeg for f in worker.seen] == [image, image, png_bytes()]  # bytes pass through untouched
+    assert [f.image for f in worker.seen] == [image, image, png_bytes()]  # bytes pass through untouched
     assert bodies[0]["timings"]["total_ms"] >= bodies[0]["timings"]["transfer_ms"] >= 0
 
 
@@ -84,7 +84,7 @@ async def test_a_missing_id_gets_a_generated_one(make_client: MakeClient, redis:
 
 async def test_no_worker_is_503_and_a_counted_drop(make_client: MakeClient, redis: Redis, keys: Keys) -> None:
     client = await make_client()
-    before = metric("lookout_frames_dropped_total", model="nobody", site="client", reason="no_worker")
+    before = metric("lookout_frames_dropped_total", model="nobody", site="signaling", reason="no_worker")
     response = await client.post(
         "/api/v1/detect",
         params={"model": "nobody"},
@@ -96,7 +96,7 @@ async def test_no_worker_is_503_and_a_counted_drop(make_client: MakeClient, redi
     assert body["error"]["code"] == "no_worker" and "nobody" in body["error"]["message"]
     assert (await drop_counts(redis, keys, "nobody")) == {"no_worker": 1}
     assert (
-        metric("lookout_frames_dropped_total", model="nobody", site="client", reason="no_worker")
+        metric("lookout_frames_dropped_total", model="nobody", site="signaling", reason="no_worker")
         == before + 1
     )
 

@@ -32,7 +32,7 @@ MODEL = "yolox_nano"
 async def joined_socket(client: Client) -> tuple[aiohttp.ClientWebSocketResponse, dict[str, Any]]:
     ws = await client.ws_connect("/ws")
     await receive(ws, "hello")
-    await ws.send_json({"v": 1, "type": "join", "sample_fps": 5})
+    await ws.send_json({"v": 2, "type": "join", "sample_fps": 5})
     return ws, await receive(ws, "joined", "error")
 
 
@@ -40,7 +40,7 @@ def result(session: str, seq: int) -> ResultMessage:
     return ResultMessage(
         session=session,
         seq=seq,
-        capture_ms=now_ms() - 30,
+        received_ms=now_ms() - 30,
         model=MODEL,
         model_version="v1",
         worker="w1",
@@ -106,7 +106,7 @@ async def test_bridge_death_is_reported_and_a_rejoin_gets_a_live_bridge(
         error = await receive(ws, "error")
         assert error["code"] == "bridge_lost" and "doomed" in error["message"]
         assert not await redis.exists(keys.session(joined["session"]))
-        await ws.send_json({"v": 1, "type": "join"})
+        await ws.send_json({"v": 2, "type": "join"})
         again = await receive(ws, "joined")
         assert again["bridge"] == "spare" and again["session"] != joined["session"]
     await ws.close()

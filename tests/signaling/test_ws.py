@@ -83,7 +83,7 @@ async def test_malformed_messages_get_an_error_and_the_socket_stays(
     error = await ask(ws, message, "error")
     assert error["code"] == code and error["message"]
     assert REGISTRY.get_sample_value("lookout_ws_errors_total", {"code": code}) == errors_before + 1
-    assert (await ask(ws, {"v": 1, "type": "ping"}, "pong"))["type"] == "pong"
+    assert (await ask(ws, {"v": 2, "type": "ping"}, "pong"))["type"] == "pong"
     await ws.close()
 
 
@@ -91,22 +91,22 @@ async def test_binary_frames_and_state_errors(client: Client) -> None:
     ws = await connect(client)
     await ws.send_bytes(b"\x00\x01")
     assert (await receive(ws, "error"))["code"] == "bad_json"
-    offer = await ask(ws, {"v": 1, "type": "offer", "sdp": "v=0"}, "error")
+    offer = await ask(ws, {"v": 2, "type": "offer", "sdp": "v=0"}, "error")
     assert offer["code"] == "bad_state" and "join" in offer["message"]
-    assert (await ask(ws, {"v": 1, "type": "bye"}, "bye"))["reason"]
+    assert (await ask(ws, {"v": 2, "type": "bye"}, "bye"))["reason"]
     await ws.close()
 
 
 async def test_join_without_worker_or_bridge_says_so(client: Client, redis: Redis, keys: Keys) -> None:
     ws = await connect(client)
-    error = await ask(ws, {"v": 1, "type": "join"}, "error")
+    error = await ask(ws, {"v": 2, "type": "join"}, "error")
     assert error["code"] == "no_worker" and MODEL in error["message"]
     async with FakeWorker(redis, keys, MODEL):
-        error = await ask(ws, {"v": 1, "type": "join"}, "error")
+        error = await ask(ws, {"v": 2, "type": "join"}, "error")
         assert error["code"] == "no_bridge"
-        other = await ask(ws, {"v": 1, "type": "join", "model": "nonexistent"}, "error")
+        other = await ask(ws, {"v": 2, "type": "join", "model": "nonexistent"}, "error")
         assert other["code"] == "no_worker" and MODEL in other["message"]  # names the models that exist
-        models = await ask(ws, {"v": 1, "type": "list_models"}, "models")
+        models = await ask(ws, {"v": 2, "type": "list_models"}, "models")
         assert models["models"] == [{"name": MODEL, "workers": 1}]
     await ws.close()
 
@@ -117,9 +117,9 @@ async def test_silent_bridge_is_a_bridge_timeout(
     client = await aiohttp_client(create_app(signaling_settings(redis_server.url, offer_timeout_s=0.5)))
     await beat(redis, keys.bridge("mute"), BridgeInfo(id="mute"), 30)  # registered, but never answers
     ws = await connect(client)
-    joined = await ask(ws, {"v": 1, "type": "join"}, "joined")
+    joined = await ask(ws, {"v": 2, "type": "join"}, "joined")
     assert joined["bridge"] == "mute"
-    error = await ask(ws, {"v": 1, "type": "offer", "sdp": "v=0\r\nm=video 9 UDP 96\r\n"}, "error")
+    error = await ask(ws, {"v": 2, "type": "offer", "sdp": "v=0\r\nm=video 9 UDP 96\r\n"}, "error")
     assert error["code"] == "bridge_timeout"
     assert not await redis.exists(keys.session(joined["session"]))  # the session was cleaned up
     await ws.close()
@@ -148,7 +148,7 @@ async def test_abuse_then_a_fresh_session_still_works(
     async with running_bridge(redis_server.url, "bridge-a"):
         # 1. A 10 MB message: too_large (or, past aiohttp's hard cap, close code 1009).
         ws = await connect(client)
-        await ws.send_str(json.dumps({"v": 1, "type": "offer", "sdp": "x" * (10 * 1024 * 1024)}))
+        await ws.send_str(json.dumps({"v": 2, "type": "offer", "sdp": "x" * (10 * 1024 * 1024)}))
         msg = await ws.receive(timeout=30)
         if msg.type == aiohttp.WSMsgType.TEXT:
             assert json.loads(msg.data)["code"] == "too_large"
@@ -159,7 +159,7 @@ async def test_abuse_then_a_fresh_session_still_works(
         # 2. 200 rapid joins on one socket: one session, the rest refused (bad_state, then rate_limited).
         ws = await connect(client)
         for _ in range(200):
-            await ws.send_json({"v": 1, "type": "join"})
+            await ws.send_json({"v": 2, "type": "join"})
         replies = [await receive(ws, "joined", "error") for _ in range(200)]
         kinds = [r["type"] if r["type"] == "joined" else r["code"] for r in replies]
         assert kinds.count("joined") == 1
@@ -168,9 +168,9 @@ async def test_abuse_then_a_fresh_session_still_works(
         assert await redis.exists(keys.session(session))
 
         # 3. A garbage SDP on that session: bad_sdp from the real bridge, and the session may offer again.
-        error = await ask(ws, {"v": 1, "type": "offer", "sdp": "v=0\r\nm=video garbage\r\n"}, "error")
+        error = await ask(ws, {"v": 2, "type": "offer", "sdp": "v=0\r\nm=video garbage\r\n"}, "error")
         assert error["code"] == "bad_sdp"
-        error = await ask(ws, {"v": 1, "type": "offer", "sdp": "no video here"}, "error")
+        error = await ask(ws, {"v": 2, "type": "offer", "sdp": "no video here"}, "error")
         assert error["code"] == "bad_sdp"
         await ws.close()
 

@@ -90,7 +90,7 @@ def _hard_example_store(root: Path, model_path: Path, images_dir: Path) -> Path:
     for seq, name in enumerate(["dog.jpg", "bus.jpg"]):
         image = imread(images_dir / name)
         result = ResultMessage(
-            session="cam", seq=seq, capture_ms=0, model="yolox_nano", model_version="v0", worker="w",
+            session="cam", seq=seq, received_ms=0, model="yolox_nano", model_version="v0", worker="w",
             width=image.shape[1], height=image.shape[0], detections=detector.detect(image),
         )  # fmt: skip
         sampler(image, result)

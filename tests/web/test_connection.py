@@ -32,7 +32,7 @@ def test_messages_both_ways_then_reconnects_with_growing_delays_until_closed(mod
     def accept(ws: WebSocketRoute) -> None:
         sockets.append(ws)
         ws.on_message(lambda text: received.append(json.loads(text)))
-        ws.send(json.dumps({"v": 1, "type": "hello"}))
+        ws.send(json.dumps({"v": 2, "type": "hello"}))
         ws.send("not json")  # ignored, with a console warning
 
     module_page.route_web_socket("ws://localhost/ws", accept)
@@ -44,7 +44,7 @@ def test_messages_both_ways_then_reconnects_with_growing_delays_until_closed(mod
         if received:
             break
         module_page.wait_for_timeout(25)
-    assert received == [{"v": 1, "type": "join", "model": "m"}]
+    assert received == [{"v": 2, "type": "join", "model": "m"}]
 
     sockets[0].close()
     module_page.wait_for_function("() => window.events.filter((e) => e[0] === 'open').length === 2")
@@ -52,7 +52,7 @@ def test_messages_both_ways_then_reconnects_with_growing_delays_until_closed(mod
     module_page.wait_for_function("() => window.events.filter((e) => e[0] === 'open').length === 3")
     events = module_page.evaluate("window.events")
     assert [e[0] for e in events[:2]] == ["open", "message"]
-    assert events[1][1] == {"v": 1, "type": "hello"}
+    assert events[1][1] == {"v": 2, "type": "hello"}
     # Backoff grows while nothing marks the connection healthy.
     assert [e[1]["delayMs"] for e in events if e[0] == "lost"] == [100, 200]
 

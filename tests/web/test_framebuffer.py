@@ -31,8 +31,8 @@ def test_nearest_result_within_a_distance(module_page: Page) -> None:
     got = module_page.evaluate(
         """async () => {
           const { nearest } = await import("/js/framebuffer.js");
-          const results = [{ seq: 1, capture_ms: 100 }, { seq: 2, capture_ms: 200 }];
-          const seq = (at, max) => (nearest(results, at, (r) => r.capture_ms, max) || { seq: null }).seq;
+          const results = [{ seq: 1, received_ms: 100 }, { seq: 2, received_ms: 200 }];
+          const seq = (at, max) => (nearest(results, at, (r) => r.received_ms, max) || { seq: null }).seq;
           return [seq(140), seq(160), seq(330, 100), seq(330)];
         }"""
     )

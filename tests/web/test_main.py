@@ -19,7 +19,7 @@ from playwright.sync_api import Browser, Page, WebSocketRoute, expect
 from tests.support.browser import canvas_ink, serve_web_dir, wait_for_ink
 
 EMPTY = "\u2013"  # the en dash the panel shows for "no value"
-HELLO = {"v": 1, "type": "hello", "default_model": "yolox_nano", "sample_fps": 10, "max_sample_fps": 30}
+HELLO = {"v": 2, "type": "hello", "default_model": "yolox_nano", "sample_fps": 10, "max_sample_fps": 30}
 
 
 class ScriptedServer:
@@ -38,7 +38,7 @@ class ScriptedServer:
         ws.send(json.dumps({**HELLO, "models": [{"name": "yolox_nano", "workers": self.workers}]}))
 
     def send(self, message: dict[str, Any]) -> None:
-        self.sockets[-1].send(json.dumps({"v": 1, **message}))
+        self.sockets[-1].send(json.dumps({"v": 2, **message}))
 
     def of_type(self, kind: str) -> list[dict[str, Any]]:
         return [m for m in self.received if m["type"] == kind]
@@ -75,7 +75,7 @@ def joined(server: ScriptedServer, session: str, bridge: str = "b-1") -> None:
     )
 
 
-def detections(session: str, seq: int, labels: list[str], capture_ms: float | None = None) -> dict[str, Any]:
+def detections(session: str, seq: int, labels: list[str], received_ms: float | None = None) -> dict[str, Any]:
     boxes = [
         {
             "label": label,
@@ -89,7 +89,7 @@ def detections(session: str, seq: int, labels: list[str], capture_ms: float | No
         "type": "detections",
         "session": session,
         "seq": seq,
-        "capture_ms": capture_ms if capture_ms is not None else time.time() * 1000 - 40,
+        "received_ms": received_ms if received_ms is not None else time.time() * 1000 - 40,
         "width": 480,
         "height": 360,
         "model": "yolox_nano",
@@ -115,7 +115,7 @@ def test_choices_come_from_hello_and_join_sends_them(page: Page, server: Scripte
     page.get_by_test_id("fps-select").select_option("5")
     page.get_by_test_id("start").click()
     server.wait_for(lambda: len(server.of_type("join")) == 1, "a join")
-    assert server.of_type("join")[0] == {"v": 1, "type": "join", "model": "yolox_nano", "sample_fps": 5}
+    assert server.of_type("join")[0] == {"v": 2, "type": "join", "model": "yolox_nano", "sample_fps": 5}
     rates = page.get_by_test_id("fps-select").locator("option").all_inner_texts()
     assert rates[-1] == "30 fps"  # max_sample_fps caps the choice
 

@@ -12,7 +12,7 @@ def test_messages_carry_the_protocol_version(module_page: Page) -> None:
           return message("join", { model: "yolox_nano", sample_fps: 10 });
         }"""
     )
-    assert got == {"v": 1, "type": "join", "model": "yolox_nano", "sample_fps": 10}
+    assert got == {"v": 2, "type": "join", "model": "yolox_nano", "sample_fps": 10}
 
 
 def test_parse_message_rejects_what_is_not_a_typed_object(module_page: Page) -> None:
@@ -23,7 +23,7 @@ def test_parse_message_rejects_what_is_not_a_typed_object(module_page: Page) -> 
                   parseMessage('{"v":1,"type":"pong"}')];
         }"""
     )
-    assert got == [None, None, None, {"v": 1, "type": "pong"}]
+    assert got == [None, None, None, {"v": 2, "type": "pong"}]
 
 
 def test_error_sentences_name_the_cause(module_page: Page) -> None:

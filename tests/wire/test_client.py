@@ -41,7 +41,7 @@ async def _respond(redis: Redis, keys: Keys, *, ignore: set[int] | None = None) 
                 result = ResultMessage(
                     session=frame.session,
                     seq=frame.seq,
-                    capture_ms=frame.capture_ms,
+                    received_ms=frame.received_ms,
                     model=MODEL,
                     model_version="v",
                     worker="fake",
@@ -102,7 +102,7 @@ async def test_frames_carry_the_default_deadline_and_the_stream_is_bounded(redis
     settings = StreamSettings(frame_stream_maxlen=20, frame_deadline_ms=750)
     async with FrameClient(redis, keys=keys, settings=settings) as client:
         for _ in range(300):
-            await client.submit(b"x", model=MODEL, width=1, height=1, capture_ms=1000.0)
+            await client.submit(b"x", model=MODEL, width=1, height=1, received_ms=1000.0)
         entries = cast(list[tuple[bytes, Fields]], await redis.xrange(keys.frames(MODEL), count=1))
         frame = FrameMessage.from_fields(entries[0][1])
         assert frame.deadline_ms == 1750.0 and frame.session == client.session

@@ -36,12 +36,12 @@ def _frame(**overrides: object) -> FrameMessage:
     values: dict[str, object] = {
         "session": "s1",
         "seq": 7,
-        "capture_ms": 1_700_000_000_123.25,
+        "received_ms": 1_700_000_000_123.25,
         "deadline_ms": 1_700_000_001_123.25,
         "model": "yolox_nano",
         "width": 640,
         "height": 480,
-        "jpeg": b"\xff\xd8\xff\x00binary\x00\xff\xd9",
+        "image": b"\xff\xd8\xff\x00binary\x00\xff\xd9",
     }
     values.update(overrides)
     return FrameMessage.model_validate(values)
@@ -59,19 +59,19 @@ def test_frame_round_trip_keeps_every_field_and_raw_bytes() -> None:
     jpeg=st.binary(max_size=256),
 )
 def test_frame_round_trip_property(session: str, seq: int, capture: float, jpeg: bytes) -> None:
-    frame = _frame(session=session, seq=seq, capture_ms=capture, deadline_ms=capture + 1000, jpeg=jpeg)
+    frame = _frame(session=session, seq=seq, received_ms=capture, deadline_ms=capture + 1000, image=jpeg)
     assert FrameMessage.from_fields(_fields(frame)) == frame
 
 
 @pytest.mark.parametrize(
     ("change", "field"),
     [
-        (lambda f: f.pop(b"jpeg"), "jpeg"),
+        (lambda f: f.pop(b"image"), "image"),
         (lambda f: f.pop(b"session"), "session"),
         (lambda f: f.__setitem__(b"seq", b"seven"), "seq"),
         (lambda f: f.__setitem__(b"seq", b"-1"), "seq"),
         (lambda f: f.__setitem__(b"deadline_ms", b"nan"), "deadline_ms"),
-        (lambda f: f.__setitem__(b"capture_ms", b"inf"), "capture_ms"),
+        (lambda f: f.__setitem__(b"received_ms", b"inf"), "received_ms"),
         (lambda f: f.__setitem__(b"session", b""), "session"),
         (lambda f: f.__setitem__(b"session", b"\xff\xfe"), "UTF-8"),
         (lambda f: f.__setitem__(b"model", b"m" * 200), "model"),
@@ -86,7 +86,7 @@ def test_malformed_frames_say_which_field(change, field: str) -> None:  # type: 
 
 def test_partial_ids_of_garbage_never_raise() -> None:
     assert partial_ids({}) == ("", 0, 0.0, "")
-    garbage = {b"session": b"abc", b"seq": b"nan", b"capture_ms": b"inf", b"model": b"\xff"}
+    garbage = {b"session": b"abc", b"seq": b"nan", b"received_ms": b"inf", b"model": b"\xff"}
     assert partial_ids(garbage) == ("abc", 0, 0.0, "")
     assert partial_ids({b"seq": b"1e300"}) == ("", 0, 0.0, "")
     assert partial_ids({b"session": b"s" * 500, b"seq": b"12"})[:2] == ("s" * 128, 12)
@@ -96,7 +96,7 @@ def test_outcomes_round_trip_through_stream_fields() -> None:
     result = ResultMessage(
         session="s",
         seq=3,
-        capture_ms=1.5,
+        received_ms=1.5,
         model="m",
         model_version="v1",
         worker="w",

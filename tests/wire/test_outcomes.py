@@ -14,7 +14,7 @@ from wire.outcomes import Ack, count_drop, drop_counts, publish_outcome, publish
 
 def _result(seq: int, session: str = "s1") -> ResultMessage:
     return ResultMessage(
-        session=session, seq=seq, capture_ms=0, model="m", model_version="v", worker="w", width=1, height=1
+        session=session, seq=seq, received_ms=0, model="m", model_version="v", worker="w", width=1, height=1
     )
 
 

@@ -41,15 +41,15 @@ from wire.signaling import (
         ('{"v": 2, "type": "join"}', ErrorCode.BAD_VERSION),
         ('{"v": true, "type": "join"}', ErrorCode.BAD_VERSION),
         ('{"v": "1", "type": "join"}', ErrorCode.BAD_VERSION),
-        ('{"v": 1}', ErrorCode.UNKNOWN_TYPE),
-        ('{"v": 1, "type": "teleport"}', ErrorCode.UNKNOWN_TYPE),
-        ('{"v": 1, "type": "offer"}', ErrorCode.BAD_MESSAGE),
-        ('{"v": 1, "type": "offer", "sdp": 5}', ErrorCode.BAD_MESSAGE),
-        ('{"v": 1, "type": "join", "sample_fps": 0}', ErrorCode.BAD_MESSAGE),
-        ('{"v": 1, "type": "join", "model": "../../etc/passwd"}', ErrorCode.BAD_MESSAGE),
-        ('{"v": 1, "type": "join", "model": ".hidden"}', ErrorCode.BAD_MESSAGE),  # the common name rule
-        ('{"v": 1, "type": "join", "model": "-rf"}', ErrorCode.BAD_MESSAGE),
-        (json.dumps({"v": 1, "type": "offer", "sdp": "x" * (MAX_SDP_CHARS + 1)}), ErrorCode.TOO_LARGE),
+        ('{"v": 2}', ErrorCode.UNKNOWN_TYPE),
+        ('{"v": 2, "type": "teleport"}', ErrorCode.UNKNOWN_TYPE),
+        ('{"v": 2, "type": "offer"}', ErrorCode.BAD_MESSAGE),
+        ('{"v": 2, "type": "offer", "sdp": 5}', ErrorCode.BAD_MESSAGE),
+        ('{"v": 2, "type": "join", "sample_fps": 0}', ErrorCode.BAD_MESSAGE),
+        ('{"v": 2, "type": "join", "model": "../../etc/passwd"}', ErrorCode.BAD_MESSAGE),
+        ('{"v": 2, "type": "join", "model": ".hidden"}', ErrorCode.BAD_MESSAGE),  # the common name rule
+        ('{"v": 2, "type": "join", "model": "-rf"}', ErrorCode.BAD_MESSAGE),
+        (json.dumps({"v": 2, "type": "offer", "sdp": "x" * (MAX_SDP_CHARS + 1)}), ErrorCode.TOO_LARGE),
     ],
 )
 def test_bad_messages_get_a_specific_code(text: str, code: ErrorCode) -> None:
@@ -67,7 +67,7 @@ def test_good_messages_parse_into_their_type() -> None:
     offer = parse_client_message('{"v":1,"type":"offer","sdp":"v=0","extra":"ignored"}')
     assert isinstance(offer, OfferMessage) and offer.sdp == "v=0"
     for kind in ("bye", "ping", "list_models"):
-        assert parse_client_message(json.dumps({"v": 1, "type": kind})).type == kind
+        assert parse_client_message(json.dumps({"v": 2, "type": kind})).type == kind
 
 
 def test_server_messages_carry_version_and_type_and_round_trip() -> None:
@@ -77,11 +77,11 @@ def test_server_messages_carry_version_and_type_and_round_trip() -> None:
     models = ModelsMessage(models=[], default_model="m", sample_fps=1, max_sample_fps=2)
     assert parse_server_message(models.model_dump_json()).type == "models"
     error = json.loads(ErrorMessage(code=ErrorCode.NO_WORKER, message="none").model_dump_json())
-    assert error == {"v": 1, "type": "error", "code": "no_worker", "message": "none"}
+    assert error == {"v": 2, "type": "error", "code": "no_worker", "message": "none"}
     detections = DetectionsMessage(
         session="s",
         seq=1,
-        capture_ms=1.0,
+        received_ms=1.0,
         width=640,
         height=480,
         model="m",
@@ -132,7 +132,7 @@ def test_protocol_doc_names_every_field(section: str, models: list[type[BaseMode
         f"{m.__name__}.{f}" for m in models for f in m.model_fields if f"`{f}`" not in doc and f != "v"
     ]
     assert not missing, f"docs/protocol.md section {section} does not name: {missing}"
-    assert "`v`" in doc or '"v": 1' in doc
+    assert "`v`" in doc or '"v": 2' in doc
 
 
 def test_protocol_doc_names_every_error_code_and_message_type() -> None:

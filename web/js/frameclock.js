@@ -30,7 +30,7 @@ export function onEachFrame(video, callback) {
   };
 }
 
-/** Wall-clock now in ms, on the same clock as the server's capture_ms (Date.now with sub-ms precision). */
+/** Wall-clock now in ms, on the same clock as the server's received_ms (Date.now with sub-ms precision). */
 export function wallNowMs() {
   return performance.timeOrigin + performance.now();
 }

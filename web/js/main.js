@@ -451,8 +451,10 @@ class LookoutPage {
     if (!frame) return;
     paintContained(ui.picture, frame.image, frame.image.width, frame.image.height);
     // A frame that was not sampled gets the boxes of the nearest sampled one, within one sample interval.
+    // `received_ms` is when the bridge got the frame: it trails the browser's capture time (`frame.at`)
+    // by the uplink delay (encode, network, decode: a few ms on a LAN), well inside one sample interval.
     const interval = 1000 / ((this.session && this.session.sample_fps) || 10);
-    const result = nearest(this.matchable, frame.at, (r) => r.capture_ms, interval);
+    const result = nearest(this.matchable, frame.at, (r) => r.received_ms, interval);
     if (!result) {
       this.overlay.clear();
       return;
@@ -463,16 +465,16 @@ class LookoutPage {
 
   /** How far behind the camera the synced picture runs: most results have arrived by then. */
   displayDelayMs() {
-    const waits = this.matchable.map((r) => r.received - r.capture_ms);
+    const waits = this.matchable.map((r) => r.received - r.received_ms);
     if (waits.length === 0) return 0;
     return Math.min(MAX_DISPLAY_DELAY_MS, quantile(waits, 0.9) + SYNC_MARGIN_MS);
   }
 
-  /** A result's boxes are on screen for the first time: count it (capture-to-drawn latency). */
+  /** A result's boxes are on screen for the first time: count it (received-to-drawn latency). */
   drawn(result, now) {
     if (this.pending === result) this.pending = null;
     result.drawnAt = now;
-    const latencyMs = now - result.capture_ms;
+    const latencyMs = now - result.received_ms;
     this.stats.addResult(result, latencyMs, now);
     this.shown = { result, drawnAt: now };
     this.remember(result, latencyMs);
@@ -484,7 +486,7 @@ class LookoutPage {
     this.results.push({
       session: result.session,
       seq: result.seq,
-      capture_ms: result.capture_ms,
+      received_ms: result.received_ms,
       width: result.width,
       height: result.height,
       model: result.model,

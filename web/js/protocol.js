@@ -2,9 +2,9 @@
 // Every message is one JSON object with "v" and "type"; the server's pydantic models live in
 // wire/signaling.py. This module only builds messages and turns error codes into sentences.
 
-export const PROTOCOL_VERSION = 1;
+export const PROTOCOL_VERSION = 2;
 
-/** A message for the server: `{v: 1, type, ...fields}`. */
+/** A message for the server: `{v: 2, type, ...fields}`. */
 export function message(type, fields = {}) {
   return { v: PROTOCOL_VERSION, type, ...fields };
 }

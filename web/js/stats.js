@@ -25,7 +25,7 @@ export class LiveStats {
 
   clear() {
     this.resultTimes = []; // wall-clock ms when each recent result was drawn
-    this.latencies = []; // capture-to-drawn latency of recent results, ms
+    this.latencies = []; // received-to-drawn latency of recent results (from the bridge receiving the frame), ms
     this.results = 0;
     this.people = 0;
     this.objects = 0;
@@ -34,7 +34,7 @@ export class LiveStats {
     this.inferred = 0;
   }
 
-  /** A result was drawn at wall-clock `nowMs`; `latencyMs` is capture to drawn. */
+  /** A result was drawn at wall-clock `nowMs`; `latencyMs` runs from the bridge receiving the frame (`received_ms`) to drawn. */
   addResult(result, latencyMs, nowMs) {
     this.results += 1;
     this.resultTimes.push(nowMs);
