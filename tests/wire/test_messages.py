@@ -47,6 +47,34 @@ def _frame(**overrides: object) -> FrameMessage:
     return FrameMessage.model_validate(values)
 
 
+def test_a_version_1_frame_is_read_under_its_v2_names() -> None:
+    frame = _frame()
+    fields = _fields(frame)
+    v1 = {
+        b"jpeg" if k == b"image" else b"capture_ms" if k == b"received_ms" else k: v
+        for k, v in fields.items()
+    }
+    v1[b"v"] = b"1"
+    read = FrameMessage.from_fields(v1)
+    assert (read.image, read.received_ms, read.v) == (frame.image, frame.received_ms, 1)
+    assert partial_ids({b"session": b"s", b"seq": b"2", b"capture_ms": b"7.5"})[:3] == ("s", 2, 7.5)
+
+
+def test_version_1_outcomes_are_read_with_capture_ms() -> None:
+    drop = DropRecord(session="s", seq=1, received_ms=3.0, reason=DropReason.TIMEOUT, site=DropSite.CLIENT)
+    body = drop.model_dump_json().replace('"received_ms"', '"capture_ms"').replace('"v":2', '"v":1')
+    read = decode_outcome({b"kind": b"drop", b"body": body.encode()})
+    assert isinstance(read, DropRecord) and read.received_ms == 3.0 and read.v == 1
+
+
+def test_frames_are_written_under_v2_names() -> None:
+    fields = _frame().to_fields()
+    assert {"image", "received_ms"} <= set(map(str, fields)) and not {"jpeg", "capture_ms"} & set(
+        map(str, fields)
+    )
+    assert fields["v"] == 2
+
+
 def test_frame_round_trip_keeps_every_field_and_raw_bytes() -> None:
     frame = _frame()
     assert FrameMessage.from_fields(_fields(frame)) == frame

@@ -38,7 +38,8 @@ from wire.signaling import (
         ("[1, 2]", ErrorCode.BAD_JSON),
         ('"join"', ErrorCode.BAD_JSON),
         ('{"type": "join"}', ErrorCode.BAD_VERSION),
-        ('{"v": 2, "type": "join"}', ErrorCode.BAD_VERSION),
+        ('{"v": 3, "type": "join"}', ErrorCode.BAD_VERSION),
+        ('{"v": 0, "type": "join"}', ErrorCode.BAD_VERSION),
         ('{"v": true, "type": "join"}', ErrorCode.BAD_VERSION),
         ('{"v": "1", "type": "join"}', ErrorCode.BAD_VERSION),
         ('{"v": 2}', ErrorCode.UNKNOWN_TYPE),
@@ -70,10 +71,35 @@ def test_good_messages_parse_into_their_type() -> None:
         assert parse_client_message(json.dumps({"v": 2, "type": kind})).type == kind
 
 
+def test_version_1_client_messages_are_still_read() -> None:
+    assert parse_client_message('{"v": 1, "type": "join", "model": "m"}').type == "join"
+
+
+def test_version_1_detections_are_read_with_capture_ms() -> None:
+    v1 = {
+        "v": 1,
+        "type": "detections",
+        "session": "s",
+        "seq": 1,
+        "capture_ms": 5.0,
+        "width": 4,
+        "height": 3,
+        "model": "m",
+        "model_version": "1",
+        "worker": "w",
+        "detections": [],
+        "timings": {},
+        "latency_ms": 2.0,
+    }
+    message = parse_server_message(json.dumps(v1))
+    assert isinstance(message, DetectionsMessage) and message.received_ms == 5.0
+    assert "capture_ms" not in message.model_dump() and message.model_dump()["received_ms"] == 5.0
+
+
 def test_server_messages_carry_version_and_type_and_round_trip() -> None:
     hello = HelloMessage(models=[], default_model="yolox_nano", sample_fps=10, max_sample_fps=30)
     data = json.loads(hello.model_dump_json())
-    assert data["v"] == 1 and data["type"] == "hello"
+    assert data["v"] == 2 and data["type"] == "hello"
     models = ModelsMessage(models=[], default_model="m", sample_fps=1, max_sample_fps=2)
     assert parse_server_message(models.model_dump_json()).type == "models"
     error = json.loads(ErrorMessage(code=ErrorCode.NO_WORKER, message="none").model_dump_json())
