@@ -82,8 +82,8 @@ def main(argv: list[str]) -> int:
     images = list_images(args.images)
     model = MODEL_DIR / "yolox_nano.onnx"
     print(f"{len(images)} images from {args.images}; {args.threads} ORT thread(s); {args.workers} worker(s)")
-    # The machine's speed drifts by 2x from minute to minute (NOTES.md), so each run is compared with a raw
-    # measurement taken right before it, not with one figure for the whole bench.
+    # The machine's speed drifts by 2x from minute to minute (raw ORT 50-132 img/s), so each run is
+    # compared with a raw measurement taken right before it, not with one figure for the whole bench.
     raws: list[RawStats] = []
 
     def raw_now(what: str) -> None:

@@ -4,7 +4,7 @@ Input: 640x480 JPEG frames of ``vtest.mp4`` (scaled; quality 80, like the media 
 detector pipelines decode + letterbox on a helper thread beside the model run, as a worker does. Each
 run alternates short slices of raw ``session.run`` and of the detector with the same thread count, so
 that both see the same background load; the figures are the median of several runs with min and max,
-because this machine's speed varies a lot from one minute to the next (NOTES.md). Target: at least
+because this machine's speed varies a lot from one minute to the next (raw ORT 50-132 img/s). Target: at least
 0.85 x raw for yolox_nano.
 """
 

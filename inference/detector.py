@@ -90,7 +90,8 @@ class Detector:
     ) -> Detector:
         """Resolve a name or path, open it on the best backend and tell its format; logs one line.
 
-        ``threads`` is the intra-op thread count (one per worker by default: see NOTES.md on pinning);
+        ``threads`` is the intra-op thread count (one per worker by default: ONNX Runtime's default pins a
+        thread per core, see ``inference.providers``);
         ``inter_threads`` matters only to graphs run in parallel mode, which this never asks for.
         """
         path = resolve_model(model, model_dir if model_dir is not None else CommonSettings().model_dir)

@@ -4,7 +4,8 @@
 offers), ``tensorrt``, ``cuda``, ``cpu``, or ``torch`` (the same ONNX graph imported into PyTorch with
 onnx2torch, for a GPU host that has torch but not onnxruntime-gpu; it runs on CUDA when available).
 Thread counts are always set explicitly: left at 0, ONNX Runtime pins one thread per core, and two
-workers on one host then fight over the same cores (see NOTES.md).
+workers on one host then fight over the same cores (measured: two such workers gave 41 results/s
+against 52 for one alone; with one explicit thread each, 70/s).
 """
 
 from __future__ import annotations

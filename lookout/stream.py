@@ -136,7 +136,8 @@ def open_source(source: str, *, loop: bool, codec: str | None) -> Source:
             player = MediaPlayer(source)
             fps = 30.0
         else:
-            # MediaPlayer(loop=True) stops after one pass (NOTES.md): looping H.264 is not passed through.
+            # aiortc's MediaPlayer(loop=True) stops sending after one pass (its timestamps restart), so a
+            # looping file is decoded by LoopingVideoTrack instead; looping H.264 is not passed through.
             player = MediaPlayer(str(path), decode=not passthrough, loop=loop)
     except (av.error.FFmpegError, OSError) as exc:
         raise StreamError(f"cannot open {source}: {exc}") from exc

@@ -16,8 +16,9 @@ from playwright.sync_api import Browser, Page, Playwright, Route
 CHROMIUM = Path("/usr/bin/chromium")
 WEB_DIR = Path(__file__).resolve().parents[2] / "web"
 
-# Flags from shared/NOTES.md: a fake camera at 30 fps, loopback ICE candidates allowed, and nothing that
-# talks to the internet or to Google services (there is no network, and it would only cost CPU).
+# Flags from ../shared/NOTES.md (the verified facts of this machine, beside the checkout): a fake camera
+# at 30 fps, loopback ICE candidates allowed, and nothing that talks to the internet or to Google services
+# (there is no network, and it would only cost CPU).
 BASE_ARGS = [
     "--use-fake-device-for-media-stream=fps=30",
     "--allow-loopback-in-peer-connection",
