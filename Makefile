@@ -51,7 +51,7 @@ lint:
 	$(VENV)/bin/ruff format --check .
 
 typecheck:
-	$(VENV)/bin/mypy wire inference signaling mediabridge training lookout bench tests
+	$(VENV)/bin/mypy wire runtime inference signaling mediabridge training lookout bench tests
 
 pytest:
 	$(VENV)/bin/pytest $(PYTEST_ARGS)

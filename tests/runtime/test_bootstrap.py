@@ -1,4 +1,4 @@
-"""lookout/signals.py: SIGINT and SIGTERM set the stop event, even where SIGINT came in ignored."""
+"""runtime/bootstrap.py: the stop signals, Redis ping, metrics port and ids every service starts with."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import signal
 
 import pytest
 
-from lookout.signals import stop_requested
+from runtime.bootstrap import stop_requested
 
 
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
