@@ -194,8 +194,8 @@ def warn_unknown_variables(environ: dict[str, str] | None = None, dotenv: Path =
             continue
         _warned.add(name)
         hint = f"; did you mean {closest}?" if closest else ""
-        where = "environment" if name in (os.environ if environ is None else environ) else str(dotenv)
-        line = f"unknown setting {name} (in the {where}) is ignored{hint}"
+        where = "the environment" if name in (os.environ if environ is None else environ) else str(dotenv)
+        line = f"unknown setting {name} (in {where}) is ignored{hint}"
         log.warning("%s", line)
         lines.append(line)
     return lines
