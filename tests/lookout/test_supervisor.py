@@ -93,3 +93,20 @@ def test_a_crashing_part_is_restarted() -> None:
         assert stack.bridges[0].backoff.crashes >= 2
     finally:
         stack.stop()
+
+
+def test_a_restart_of_the_embedded_redis_says_its_state_is_lost(caplog: pytest.LogCaptureFixture) -> None:
+    stack = Stack(UpSettings(port=free_port(), workers=1, bridges=1), POLICY)
+    assert stack.redis is not None
+    stack.redis.argv = [sys.executable, "-c", "import sys; sys.exit(1)"]  # a redis-server that crashes
+    stack.redis.start()
+    try:
+        assert stack.redis.process is not None
+        stack.redis.process.wait(10)
+        with caplog.at_level("WARNING", logger="lookout.up"):
+            stack.supervise_once()
+        said = " ".join(r.getMessage() for r in caplog.records)
+        assert "redis exited with code 1; restarting in 0.5 s" in said
+        assert "in memory" in said and "lost" in said
+    finally:
+        stack.stop()
