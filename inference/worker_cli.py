@@ -5,47 +5,16 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
-import signal
 from typing import TYPE_CHECKING, Any
 
-from wire.config import WorkerSettings, describe_invalid
-from wire.errors import LookoutError
+from runtime import bootstrap
+from runtime.settings_cli import add_settings_arguments, load_settings
+from wire.config import WorkerSettings
 
 if TYPE_CHECKING:
     from inference.worker import Worker
 
 log = logging.getLogger("lookout.worker")
-
-
-class WorkerConfigError(LookoutError):
-    """An option or LOOKOUT_* variable of the worker has a value it cannot use."""
-
-
-# flag -> WorkerSettings field; every flag defaults to the settings (LOOKOUT_* variables, then built-ins).
-FLAGS: dict[str, tuple[str, type]] = {
-    "--model": ("model", str),
-    "--redis": ("redis_url", str),
-    "--batch": ("batch", int),
-    "--threads": ("threads", int),
-    "--conf": ("conf", float),
-    "--nms": ("nms", float),
-    "--provider": ("provider", str),
-    "--model-dir": ("model_dir", str),
-    "--id": ("worker_id", str),
-    "--metrics-port": ("metrics_port", int),
-    "--claim-idle-ms": ("claim_idle_ms", int),
-    "--claim-interval-s": ("claim_interval_s", float),
-    "--shutdown-grace-s": ("shutdown_grace_s", float),
-    "--key-prefix": ("key_prefix", str),
-    "--registry-dir": ("registry_dir", str),
-    "--watch-registry": ("watch_registry", str),
-    "--registry-poll-s": ("registry_poll_s", float),
-    "--hard-examples": ("hard_examples_dir", str),
-    "--hard-examples-low": ("hard_examples_low", float),
-    "--hard-examples-high": ("hard_examples_high", float),
-    "--hard-examples-max": ("hard_examples_max", int),
-    "--hard-examples-every": ("hard_examples_every", int),
-}
 
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -58,40 +27,18 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         "a dead worker's frames are claimed by the live ones. Stop with Ctrl-C or SIGTERM: in-flight "
         "frames are finished first.",
     )
-    fields = WorkerSettings.model_fields
-    for flag, (name, kind) in FLAGS.items():
-        info = fields[name]
-        env = f"LOOKOUT_{name.upper()}"
-        default = info.default if info.default not in (None, "") else "none"
-        parser.add_argument(
-            flag,
-            dest=name,
-            type=kind,
-            default=None,
-            help=f"{info.description} (default: ${env} or {default})",
-        )
+    add_settings_arguments(parser, WorkerSettings)
     parser.set_defaults(func=run_worker)
 
 
 def settings_from(args: argparse.Namespace) -> WorkerSettings:
-    """The worker's settings: LOOKOUT_* variables, overridden by the flags given."""
-    from pydantic import ValidationError
-
-    overrides: dict[str, Any] = {name: getattr(args, name) for name, _kind in FLAGS.values()}
-    try:
-        return WorkerSettings(**{name: value for name, value in overrides.items() if value is not None})
-    except ValidationError as exc:
-        raise WorkerConfigError(f"invalid worker setting {describe_invalid(exc)}") from exc
+    """The worker's settings: LOOKOUT_* variables, overridden by the flags given; its id chosen."""
+    settings = load_settings(WorkerSettings, args, command="worker")
+    return settings.model_copy(update={"worker_id": bootstrap.service_id(settings.worker_id, with_pid=True)})
 
 
 def run_worker(args: argparse.Namespace) -> int:
     settings = settings_from(args)
-    from redis.asyncio import Redis
-
-    try:
-        redis = Redis.from_url(settings.redis_url)
-    except ValueError as exc:
-        raise WorkerConfigError(f"invalid Redis URL {settings.redis_url!r}: {exc}") from exc
     import cv2
 
     # The worker decodes and letterboxes on its one cpu thread, beside the model's thread(s). OpenCV's
@@ -108,26 +55,18 @@ def run_worker(args: argparse.Namespace) -> int:
         conf=settings.conf,
         nms=settings.nms,
     )
-    if settings.metrics_port:
-        from wire.metrics import start_metrics_server
-
-        try:
-            start_metrics_server(settings.metrics_port)
-        except OSError as exc:
-            raise WorkerConfigError(f"cannot serve /metrics on port {settings.metrics_port}: {exc}") from exc
-        log.info("serving Prometheus metrics on :%d/metrics", settings.metrics_port)
-    from wire.influx import start_influx_push
-
-    push = start_influx_push(settings, service="worker")  # a no-op unless LOOKOUT_INFLUX_URL is set
+    bootstrap.serve_metrics(settings.metrics_port, service="worker")
+    push = bootstrap.start_push(settings, service="worker")
     try:
-        return asyncio.run(_serve(redis, detector, settings))
+        return asyncio.run(_serve(detector, settings))
     finally:
         push.stop()
 
 
-async def _serve(redis: Any, detector: Any, settings: WorkerSettings) -> int:
+async def _serve(detector: Any, settings: WorkerSettings) -> int:
     from inference.worker import Worker
 
+    redis = await bootstrap.connect_redis(settings.redis_url, service="worker")
     worker: Worker = Worker(redis, detector, settings)
     from inference.hard_examples import sampler_from_settings
     from inference.rollout import start_watching
@@ -136,20 +75,20 @@ async def _serve(redis: Any, detector: Any, settings: WorkerSettings) -> int:
     if sampler is not None:
         worker.on_result.append(sampler)
     watching = start_watching(redis, worker, settings)
-    loop = asyncio.get_running_loop()
+    with bootstrap.stop_requested() as stop:
+        stopper = asyncio.create_task(_stop_when(stop, worker))
+        try:
+            await worker.run()
+        finally:
+            stopper.cancel()
+            if watching is not None:
+                from wire.tasks import cancel_and_wait
 
-    def request_stop(sig: signal.Signals) -> None:
-        log.info("received %s: stopping", sig.name)
-        worker.stop()
-
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, request_stop, sig)
-    try:
-        await worker.run()
-    finally:
-        if watching is not None:
-            from wire.tasks import cancel_and_wait
-
-            await cancel_and_wait(watching)
-        await redis.aclose()
+                await cancel_and_wait(watching)
+            await redis.aclose()
     return 0
+
+
+async def _stop_when(stop: asyncio.Event, worker: Worker) -> None:
+    await stop.wait()
+    worker.stop()

@@ -23,7 +23,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from lookout.report import BatchReport, ImageTiming, build_report, summary_table
-from lookout.signals import stop_requested
+from runtime.bootstrap import stop_requested
 from wire.config import SignalingSettings, WorkerSettings
 from wire.errors import LookoutError
 from wire.messages import Detection

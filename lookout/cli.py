@@ -8,12 +8,14 @@ from __future__ import annotations
 
 import argparse
 import logging
-import signal
 import sys
 from collections.abc import Callable, Sequence
 from typing import Protocol
 
-from wire.config import CommonSettings
+from pydantic import ValidationError
+
+from runtime.bootstrap import configure_logging, restore_sigint
+from wire.config import describe_invalid
 from wire.errors import LookoutError
 
 log = logging.getLogger("lookout")
@@ -71,29 +73,21 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def configure_logging(level: str | None) -> None:
-    chosen = (level or CommonSettings().log_level).upper()
-    logging.basicConfig(
-        level=getattr(logging, chosen, logging.INFO),
-        format="%(asctime)s %(levelname)-7s %(name)s: %(message)s",
-        stream=sys.stderr,
-    )
-
-
 def main(argv: Sequence[str] | None = None) -> int:
-    # A script's background job inherits SIGINT as ignored, and Python then installs no handler for it:
-    # Ctrl-C and `kill -INT` would do nothing. Every command stops on SIGINT, so take it back here.
-    if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
-        signal.signal(signal.SIGINT, signal.default_int_handler)
-    parser = build_parser()
-    args = parser.parse_args(argv)
-    configure_logging(args.log_level)
-    func: Callable[[argparse.Namespace], int] = args.func
+    restore_sigint()
     try:
+        parser = build_parser()
+        args = parser.parse_args(argv)
+        configure_logging(args.log_level)
+        func: Callable[[argparse.Namespace], int] = args.func
         return func(args)
     except LookoutError as exc:
         print(f"lookout: error: {exc}", file=sys.stderr)
         return exc.exit_code
+    except ValidationError as exc:
+        # A command that reads its settings without runtime.settings_cli: still one line, exit 2.
+        print(f"lookout: error: {describe_invalid(exc)}", file=sys.stderr)
+        return 2
     except KeyboardInterrupt:
         print("lookout: interrupted", file=sys.stderr)
         return 130

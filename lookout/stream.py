@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
 
-from lookout.signals import stop_requested
+from runtime.bootstrap import stop_requested
 from wire.config import BridgeSettings, SignalingSettings
 from wire.errors import LookoutError
 
@@ -41,7 +41,7 @@ class StreamError(LookoutError):
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     """Add `lookout stream`."""
-    bridge = BridgeSettings.model_fields
+    signaling = SignalingSettings.model_fields
     parser = subparsers.add_parser(
         "stream",
         help="publish a video file, IP camera or V4L2 device over WebRTC and collect its detections",
@@ -60,7 +60,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         "--fps",
         type=float,
         default=None,
-        help=f"frames per second analysed (default: the server's, {bridge['sample_fps'].default:g})",
+        help=f"frames per second analysed (default: the server's, {signaling['sample_fps'].default:g})",
     )
     parser.add_argument("--loop", action="store_true", help="play a video file again and again")
     parser.add_argument(
@@ -301,7 +301,7 @@ async def _stream(args: argparse.Namespace, bridge: BridgeSettings, signaling: S
                 raise StreamError("--annotate needs decoded video: drop --codec h264 for this source")
             recent = RecentFrames(track)
             track = recent.track
-            fps = args.fps or bridge.sample_fps
+            fps = args.fps or signaling.sample_fps
             sink = await asyncio.to_thread(AnnotatedVideo, args.annotate, recent, fps)
         else:
             sink = await asyncio.to_thread(JsonLines, args.out)

@@ -2,9 +2,11 @@
 
 It starts an embedded redis-server (unless ``--redis-url`` is given), then ``lookout signaling``, the
 media bridges and the inference workers (one ONNX Runtime thread each), waits until every part has
-registered, prints the URL, and supervises: a child that dies is logged and restarted (with a growing
-pause if it keeps dying). On SIGINT/SIGTERM the workers and bridges get SIGTERM first, then signaling,
-then Redis; whatever is still running after the grace period gets SIGKILL. A requested stop exits 0.
+registered, prints the URL, and supervises (``lookout.supervisor``): a child that crashes is restarted after a
+growing pause; one that exits 0 or with a configuration error (exit 2) stops the whole stack with its
+own one-line reason, since starting it again would only repeat it. On SIGINT/SIGTERM the workers and
+bridges get SIGTERM first, then signaling, then Redis; whatever is still running after the grace
+period gets SIGKILL. A requested stop exits 0.
 
 Children die with their parent even if `lookout up` itself is killed (PR_SET_PDEATHSIG on Linux).
 """
@@ -22,13 +24,17 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import FrameType
+from typing import IO
 
-from wire.config import SignalingSettings, WorkerSettings
+from lookout.supervisor import Backoff, RestartPolicy
+from runtime.settings_cli import add_settings_arguments, load_settings
+from wire.config import SignalingSettings, UpSettings
 from wire.errors import LookoutError
 from wire.keys import Keys
 
@@ -36,11 +42,17 @@ log = logging.getLogger("lookout.up")
 
 GRACE_S = 10.0
 READY_TIMEOUT_S = 120.0
-RESTART_PAUSE_MAX_S = 30.0
+ERROR_PREFIX = "lookout: error:"
 
 
 class UpError(LookoutError):
-    """The stack could not be started."""
+    """The stack could not be started, or a part of it cannot run with this configuration."""
+
+
+class PartExitedError(LookoutError):
+    """A part exited 0 although nobody asked it to stop; the stack stopped with it."""
+
+    exit_code = 1
 
 
 def default_workers() -> int:
@@ -50,37 +62,18 @@ def default_workers() -> int:
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     """Add this tool's commands to `lookout`."""
-    s = SignalingSettings()
-    w = WorkerSettings()
-    p = subparsers.add_parser(
+    parser = subparsers.add_parser(
         "up",
         help="start the whole stack here: Redis, signaling, media bridges and workers (Ctrl-C stops all)",
         description="Start everything on this machine as child processes: an embedded redis-server "
         "(unless --redis-url is given), `lookout signaling`, media bridges and inference workers. Prints "
-        "the URL to open once every part is ready, restarts parts that die, and stops them all on Ctrl-C or "
-        "SIGTERM. LOOKOUT_* environment variables reach every part.",
+        "the URL to open once every part is ready, restarts parts that crash, stops them all on Ctrl-C or "
+        "SIGTERM, and stops them all too when a part cannot run with its configuration. LOOKOUT_* "
+        f"environment variables reach every part. Workers default to one per core but one (here: "
+        f"{default_workers()}).",
     )
-    p.add_argument("--host", default=s.host, help=f"address signaling binds (default: {s.host})")
-    p.add_argument(
-        "--port", type=int, default=s.port, help=f"HTTP port of the page and API (default: {s.port})"
-    )
-    p.add_argument(
-        "--workers",
-        type=int,
-        default=default_workers(),
-        help=f"inference workers, one ONNX Runtime thread each (default here: {default_workers()})",
-    )
-    p.add_argument("--bridges", type=int, default=1, help="WebRTC media bridges (default: 1)")
-    p.add_argument(
-        "--redis-url",
-        default="embedded",
-        help="use this Redis instead of starting one (default: embedded, a private redis-server)",
-    )
-    p.add_argument("--model", default=w.model, help=f"model the workers serve (default: {w.model})")
-    p.add_argument(
-        "--redis-port", type=int, default=0, help="port of the embedded Redis (default: a free port)"
-    )
-    p.set_defaults(func=run_up)
+    add_settings_arguments(parser, UpSettings)
+    parser.set_defaults(func=run_up)
 
 
 def redis_binary() -> str:
@@ -135,24 +128,51 @@ def _die_with_parent() -> None:
 
 @dataclass
 class Child:
-    """One supervised process and how to start it again."""
+    """One supervised process, how to start it again, and the last error line it printed."""
 
     name: str
     argv: list[str]
+    policy: RestartPolicy = field(default_factory=RestartPolicy)
     process: subprocess.Popen[bytes] | None = None
     restarts: int = 0
     started: float = 0.0
     pause_until: float = 0.0
-    history: list[float] = field(default_factory=list)
+    last_error: str = ""
+    backoff: Backoff = field(init=False)
+    _pump: threading.Thread | None = field(default=None, init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        self.backoff = Backoff(self.policy)
 
     def start(self) -> None:
+        self.last_error = ""
         self.process = subprocess.Popen(
             self.argv,
+            stderr=subprocess.PIPE,  # passed on line by line, and the last error line kept as the reason
             start_new_session=True,  # Ctrl-C reaches `up` only; it stops the children in order
             preexec_fn=_die_with_parent if sys.platform.startswith("linux") else None,
         )
+        assert self.process.stderr is not None
+        self._pump = threading.Thread(target=self._forward, args=(self.process.stderr,), daemon=True)
+        self._pump.start()
         self.started = time.monotonic()
         log.info("started %s (pid %d)", self.name, self.process.pid)
+
+    def _forward(self, stream: IO[bytes]) -> None:
+        for raw in iter(stream.readline, b""):
+            line = raw.decode(errors="replace")
+            with contextlib.suppress(ValueError, OSError):  # our own stderr closed at exit
+                sys.stderr.write(line)
+                sys.stderr.flush()
+            if line.startswith(ERROR_PREFIX):
+                self.last_error = line.removeprefix(ERROR_PREFIX).strip()
+        stream.close()
+
+    def reason(self) -> str:
+        """The child's last ``lookout: error:`` line, once its output has been read to the end."""
+        if self._pump is not None:
+            self._pump.join(timeout=2)
+        return self.last_error
 
     def alive(self) -> bool:
         return self.process is not None and self.process.poll() is None
@@ -174,16 +194,19 @@ class Child:
 class Stack:
     """Starts, supervises and stops the children."""
 
-    def __init__(self, args: argparse.Namespace) -> None:
-        self.args = args
+    def __init__(self, settings: UpSettings, policy: RestartPolicy | None = None) -> None:
+        self.settings = settings
         self.stopping = False
+        self.failure: LookoutError | None = None
+        """Why the stack stopped on its own (a part that cannot run), if it did."""
+        policy = policy or RestartPolicy()
         self.redis: Child | None = None
-        if args.redis_url == "embedded":
-            redis_port = args.redis_port or free_port()
+        if settings.stack_redis == "embedded":
+            redis_port = settings.redis_port or free_port()
             self.redis_url = f"redis://127.0.0.1:{redis_port}/0"
-            self.redis = Child("redis", embedded_redis_command(redis_port))
+            self.redis = Child("redis", embedded_redis_command(redis_port), policy)
         else:
-            self.redis_url = args.redis_url
+            self.redis_url = settings.stack_redis
         lookout = [sys.executable, "-m", "lookout"]
         self.signaling = Child(
             "signaling",
@@ -191,23 +214,22 @@ class Stack:
                 *lookout,
                 "signaling",
                 "--host",
-                args.host,
+                settings.host,
                 "--port",
-                str(args.port),
+                str(settings.port),
                 "--redis-url",
                 self.redis_url,
             ],
+            policy,
         )
         self.bridges = [
-            Child(f"bridge-{i}", [*lookout, "bridge", "--redis-url", self.redis_url])
-            for i in range(args.bridges)
+            Child(f"bridge-{i}", [*lookout, "bridge", "--redis-url", self.redis_url], policy)
+            for i in range(settings.bridges)
         ]
+        model = ["--model", settings.model, "--redis-url", self.redis_url, "--threads", "1"]
         self.workers = [
-            Child(
-                f"worker-{i}",
-                [*lookout, "worker", "--model", args.model, "--redis", self.redis_url, "--threads", "1"],
-            )
-            for i in range(args.workers)
+            Child(f"worker-{i}", [*lookout, "worker", *model], policy)
+            for i in range(settings.workers or default_workers())
         ]
 
     @property
@@ -240,7 +262,7 @@ class Stack:
                     return
                 except (RedisError, OSError):
                     if self.redis is not None and not self.redis.alive():
-                        message = f"redis-server exited at start (port {self.args.redis_port} in use?)"
+                        message = f"redis-server exited at start (port {self.settings.redis_port} in use?)"
                         raise UpError(message) from None
                     time.sleep(0.1)
         finally:
@@ -253,34 +275,72 @@ class Stack:
         from runtime.redis import REDIS_DOWN_ERRORS
 
         try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{self.args.port}/healthz", timeout=2) as reply:
+            with urllib.request.urlopen(f"http://127.0.0.1:{self.settings.port}/healthz", timeout=2) as reply:
                 if reply.status != 200:
                     return False
         except OSError:
             return False
         try:
             bridges, workers = asyncio.run(
-                live_counts(self.redis_url, Keys(SignalingSettings().key_prefix), self.args.model)
+                live_counts(self.redis_url, Keys(SignalingSettings().key_prefix), self.settings.model)
             )
         except REDIS_DOWN_ERRORS:
             return False
         return bridges >= len(self.bridges) and workers >= len(self.workers)
 
     def supervise_once(self) -> None:
+        """Restart what crashed once its pause is over; stop the stack for a part that cannot run."""
         now = time.monotonic()
         for child in ([self.redis] if self.redis else []) + self.services:
-            if child.alive() or self.stopping or now < child.pause_until:
+            if self.stopping or child.alive() or child.process is None:
                 continue
-            if child.process is not None and child.pause_until == 0.0:
-                code = child.process.returncode
-                child.history = [t for t in child.history if now - t < 60] + [now]
-                pause = min(RESTART_PAUSE_MAX_S, 0.5 * 2 ** (len(child.history) - 1))
-                log.warning("%s exited with code %s; restarting in %.1f s", child.name, code, pause)
-                child.pause_until = now + pause
+            if child.pause_until:  # already decided: restart when the pause is over
+                if now >= child.pause_until:
+                    child.pause_until = 0.0
+                    child.restarts += 1
+                    child.start()
                 continue
-            child.pause_until = 0.0
-            child.restarts += 1
-            child.start()
+            code = child.process.returncode
+            verdict = child.backoff.on_exit(child.name, code, now - child.started, child.reason())
+            if not verdict.restart:
+                log.error("%s: stopping everything", verdict.reason)
+                error = PartExitedError if code == 0 else UpError
+                self.failure = error(verdict.reason)
+                self.stopping = True
+                return
+            log.warning("%s", verdict.reason)
+            if child is self.redis:
+                log.warning(
+                    "the embedded Redis keeps everything in memory: its streams, sessions, heartbeats "
+                    "and registry index are lost; the parts reconnect and register again"
+                )
+            child.pause_until = now + verdict.pause_s
+
+    def run(self) -> None:
+        """Start everything, supervise until a stop is requested or a part cannot run, then stop all.
+
+        Raises the part's one-line error in the latter case.
+        """
+        try:
+            self.start()
+            started = time.monotonic()
+            announced = False
+            while not self.stopping:
+                self.supervise_once()
+                if not announced and not self.stopping and self.ready():
+                    host = self.settings.host
+                    shown = "127.0.0.1" if host in ("0.0.0.0", "") else host
+                    url = f"http://{shown}:{self.settings.port}/"
+                    print(f"lookout up: ready at {url} (Ctrl-C stops everything)", flush=True)
+                    announced = True
+                elif not announced and time.monotonic() - started > READY_TIMEOUT_S:
+                    log.warning("not every part registered within %.0f s; still trying", READY_TIMEOUT_S)
+                    started = time.monotonic()
+                time.sleep(0.25)
+        finally:
+            self.stop()
+        if self.failure is not None:
+            raise self.failure
 
     def stop(self) -> None:
         """Workers and bridges first, then signaling, then Redis; SIGKILL after the grace period."""
@@ -325,38 +385,16 @@ def _check_port_free(host: str, port: int) -> None:
 
 
 def run_up(args: argparse.Namespace) -> int:
-    if args.workers < 1 or args.bridges < 1:
-        raise UpError("--workers and --bridges must be at least 1")
-    if not (0 < args.port < 65536):
-        raise UpError(f"--port {args.port} is not a TCP port")
-    if args.redis_url != "embedded" and not args.redis_url.startswith(("redis://", "rediss://", "unix://")):
-        raise UpError(f"--redis-url must be a redis:// URL or 'embedded', not {args.redis_url!r}")
-    _check_port_free(args.host, args.port)
-    stack = Stack(args)
+    settings = load_settings(UpSettings, args, command="up")
+    _check_port_free(settings.host, settings.port)
+    stack = Stack(settings)
     signal.signal(signal.SIGTERM, stack.request_stop)
     signal.signal(signal.SIGINT, stack.request_stop)
     print(
         f"lookout up: starting Redis ({'embedded' if stack.redis else stack.redis_url}), signaling, "
-        f"{len(stack.bridges)} bridge(s), {len(stack.workers)} worker(s) of {args.model}...",
+        f"{len(stack.bridges)} bridge(s), {len(stack.workers)} worker(s) of {settings.model}...",
         flush=True,
     )
-    try:
-        stack.start()
-        started = time.monotonic()
-        announced = False
-        while not stack.stopping:
-            stack.supervise_once()
-            if not announced and stack.ready():
-                shown = "127.0.0.1" if args.host in ("0.0.0.0", "") else args.host
-                print(
-                    f"lookout up: ready at http://{shown}:{args.port}/ (Ctrl-C stops everything)", flush=True
-                )
-                announced = True
-            elif not announced and time.monotonic() - started > READY_TIMEOUT_S:
-                log.warning("not every part registered within %.0f s; still trying", READY_TIMEOUT_S)
-                started = time.monotonic()
-            time.sleep(0.25)
-    finally:
-        stack.stop()
+    stack.run()
     print("lookout up: stopped", flush=True)
     return 0

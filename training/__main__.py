@@ -3,25 +3,23 @@
 from __future__ import annotations
 
 import argparse
-import logging
 import sys
 
-from training.options import add_run_arguments
-from wire.config import TrainSettings
+from runtime.bootstrap import configure_logging
+from training.options import add_run_arguments, run_settings
 from wire.errors import LookoutError
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m training", description=__doc__)
-    add_run_arguments(parser, TrainSettings())
+    add_run_arguments(parser)
     args = parser.parse_args(argv)
-    logging.basicConfig(
-        level=logging.INFO, format="%(asctime)s %(levelname)-7s %(name)s: %(message)s", stream=sys.stderr
-    )
-    from training.trainer import run
-
+    configure_logging("INFO")
     try:
-        return run(args)
+        settings = run_settings(args, command="training rank")
+        from training.trainer import run
+
+        return run(settings)
     except LookoutError as exc:
         print(f"lookout: error: {exc}", file=sys.stderr)
         return exc.exit_code

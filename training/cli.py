@@ -13,7 +13,9 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TypeVar
 
-from wire.config import TrainSettings
+from runtime.settings_cli import add_settings_arguments, load_settings
+from training.options import run_argv
+from wire.config import RegistrySection, TrainSettings
 from wire.errors import LookoutError
 
 log = logging.getLogger("lookout.train")
@@ -31,9 +33,6 @@ class RedisUnavailableError(LookoutError):
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     """Add `lookout train`."""
-    from training.options import add_run_arguments
-
-    settings = TrainSettings()
     parser = subparsers.add_parser(
         "train",
         help="fine-tune a YOLOX model with torchrun (DDP) and optionally publish it to the registry",
@@ -42,67 +41,31 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         "one process per --nproc-per-node, DDP over gloo (CPU) or NCCL (GPU); across machines with "
         "--nnodes and a c10d --rdzv-endpoint. Checkpoints every --checkpoint-every steps; a restarted "
         "rank resumes from the checkpoint. At the end rank 0 exports OUT/model.onnx (the workers' "
-        "layout), checks it against PyTorch, evaluates before/after on --eval-data and, with "
+        "layout), checks it against PyTorch, evaluates before/after on --eval-data (into OUT) and, with "
         "--publish, registers a new version. The same run also starts as `torchrun ... -m training`.",
     )
-    add_run_arguments(parser, settings)
-    launch = parser.add_argument_group("torchrun")
-    launch.add_argument("--nproc-per-node", type=int, default=1, help="ranks on this machine (default: 1)")
-    launch.add_argument("--nnodes", default="1", help="machines taking part, or MIN:MAX (default: 1)")
-    launch.add_argument(
-        "--rdzv-endpoint",
-        default="",
-        help="HOST:PORT of the c10d rendezvous, the same on every node (required with --nnodes > 1)",
-    )
-    launch.add_argument("--rdzv-id", default="lookout-train", help="run id shared by every node of a run")
-    launch.add_argument(
-        "--max-restarts",
-        type=int,
-        default=settings.max_restarts,
-        help="elastic restarts after a rank fails "
-        f"(default: $LOOKOUT_MAX_RESTARTS or {settings.max_restarts})",
-    )
+    add_settings_arguments(parser, TrainSettings)
     parser.set_defaults(func=run_train)
 
 
-def rank_argv(args: argparse.Namespace) -> list[str]:
-    """The arguments of ``-m training`` that reproduce ``args`` (the run options only)."""
-    from training.options import add_run_arguments
-
-    probe = argparse.ArgumentParser(add_help=False)
-    add_run_arguments(probe, TrainSettings())
-    argv: list[str] = []
-    for action in probe._actions:
-        value = getattr(args, action.dest, None)
-        flag = action.option_strings[0]
-        if isinstance(action, argparse._StoreTrueAction):
-            argv += [flag] if value else []
-        elif isinstance(action, argparse._AppendAction):
-            for item in value or []:
-                argv += [flag, str(item)]
-        elif value is not None:
-            argv += [flag, str(value)]
-    return argv
-
-
-def torchrun_argv(args: argparse.Namespace) -> list[str]:
+def torchrun_argv(settings: TrainSettings, args: argparse.Namespace) -> list[str]:
+    """torchrun's command line: its own options from ``settings``, then a rank's run flags from ``args``."""
     launcher = [sys.executable, "-m", "torch.distributed.run"]
-    if str(args.nnodes) == "1" and not args.rdzv_endpoint:
+    if settings.nnodes == "1" and not settings.rdzv_endpoint:
         launcher += ["--standalone", "--nnodes=1"]
     else:
-        if not args.rdzv_endpoint:
-            raise LookoutError("--nnodes above 1 needs --rdzv-endpoint HOST:PORT (the same on every node)")
         launcher += [
-            f"--nnodes={args.nnodes}",
+            f"--nnodes={settings.nnodes}",
             "--rdzv-backend=c10d",
-            f"--rdzv-endpoint={args.rdzv_endpoint}",
-            f"--rdzv-id={args.rdzv_id}",
+            f"--rdzv-endpoint={settings.rdzv_endpoint}",
+            f"--rdzv-id={settings.rdzv_id}",
         ]
-    launcher += [f"--nproc-per-node={args.nproc_per_node}", f"--max-restarts={args.max_restarts}"]
-    return [*launcher, "-m", "training", *rank_argv(args)]
+    launcher += [f"--nproc-per-node={settings.nproc_per_node}", f"--max-restarts={settings.max_restarts}"]
+    return [*launcher, "-m", "training", *run_argv(settings, args)]
 
 
 def run_train(args: argparse.Namespace) -> int:
+    settings = load_settings(TrainSettings, args, command="train")
     try:
         import torch  # noqa: F401
         import yolox.models  # noqa: F401
@@ -110,12 +73,11 @@ def run_train(args: argparse.Namespace) -> int:
         raise LookoutError(
             f"training needs the train extra ({exc.name} is missing): pip install -e '.[train]'"
         ) from None
-    missing = [
-        str(path) for path in [*args.data, *([args.eval_data] if args.eval_data else [])] if not path.exists()
-    ]
+    wanted = [*settings.train_data, *([settings.train_eval_data] if settings.train_eval_data else [])]
+    missing = [str(path) for path in wanted if not path.exists()]
     if missing:
         raise LookoutError(f"training data not found: {', '.join(missing)}")
-    command = torchrun_argv(args)
+    command = torchrun_argv(settings, args)
     log.info("starting: %s", " ".join(command))
     process = subprocess.Popen(command)
     stopping: list[int] = []
@@ -137,7 +99,7 @@ def run_train(args: argparse.Namespace) -> int:
         return 0
     if code != 0:
         raise TrainingFailedError(f"training failed: torchrun exited with {code} (the log above says why)")
-    summary = args.out / "summary.json"
+    summary = settings.train_dir / "summary.json"
     log.info("training done: %s", summary)
     return 0
 
@@ -145,13 +107,9 @@ def run_train(args: argparse.Namespace) -> int:
 # --- lookout models ... ----------------------------------------------------------------------------
 def register_models(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     """Add `lookout models list|promote|rollback|register`."""
-    settings = TrainSettings()
 
     def common(parser: argparse.ArgumentParser) -> None:
-        parser.add_argument(
-            "--redis", dest="redis_url", default=settings.redis_url, help="Redis of the registry"
-        )
-        parser.add_argument("--key-prefix", default=settings.key_prefix, help="prefix of the registry's keys")
+        add_settings_arguments(parser, RegistrySection)
 
     listing = subparsers.add_parser(
         "list",
@@ -190,29 +148,24 @@ def register_models(subparsers: argparse._SubParsersAction[argparse.ArgumentPars
     add.add_argument("file", type=Path, metavar="FILE")
     add.add_argument("--metric", action="append", default=[], metavar="KEY=VALUE", help="e.g. ap=0.33")
     add.add_argument("--parent", default="", help="version or file it was trained from")
-    add.add_argument(
-        "--registry-dir", type=Path, default=settings.registry_dir, help="file store of versions"
-    )
     common(add)
     add.set_defaults(func=run_register)
 
 
 def _with_registry(args: argparse.Namespace, action: Callable[[Any, Any], Awaitable[T]]) -> T:
+    settings = load_settings(RegistrySection, args, command="models")
     from redis.asyncio import Redis
 
     from runtime.redis import REDIS_DOWN_ERRORS
     from wire.keys import Keys
 
     async def run() -> T:
+        redis = Redis.from_url(settings.redis_url, socket_connect_timeout=5)
         try:
-            redis = Redis.from_url(args.redis_url, socket_connect_timeout=5)
-        except ValueError as exc:
-            raise LookoutError(f"invalid Redis URL {args.redis_url!r}: {exc}") from exc
-        try:
-            return await action(redis, Keys(args.key_prefix))
+            return await action(redis, Keys(settings.key_prefix))
         except REDIS_DOWN_ERRORS as exc:
             raise RedisUnavailableError(
-                f"cannot reach the registry's Redis at {args.redis_url}: {exc}"
+                f"cannot reach the registry's Redis at {settings.redis_url}: {exc}"
             ) from exc
         finally:
             await redis.aclose()
@@ -280,10 +233,11 @@ def run_register(args: argparse.Namespace) -> int:
         if not sep:
             raise LookoutError(f"--metric {item!r}: expected KEY=NUMBER")
     _check_onnx(args.file)
+    store = load_settings(RegistrySection, args, command="models").registry_dir
     entry = _with_registry(
         args,
         lambda redis, keys: registry.register(
-            redis, keys, args.registry_dir, args.name, args.file, metrics=metrics, parent=args.parent
+            redis, keys, store, args.name, args.file, metrics=metrics, parent=args.parent
         ),
     )
     print(f"registered {entry.name} {entry.version} (sha256 {entry.sha256[:12]}) at {entry.path}")

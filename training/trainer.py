@@ -8,7 +8,6 @@ After an elastic restart every rank loads the checkpoint and continues from its 
 
 from __future__ import annotations
 
-import argparse
 import json
 import logging
 import math
@@ -34,6 +33,7 @@ from training.data import DetectionDataset, load_sources
 from training.export import check_export, export_onnx
 from training.model import INPUT_SIZE, build_model, freeze_batchnorm, load_pth
 from training.onnx_weights import import_onnx_weights
+from wire.config import TrainRunSettings
 from wire.errors import LookoutError
 
 log = logging.getLogger("lookout.train")
@@ -66,22 +66,20 @@ class Summary:
     published: dict[str, Any] = field(default_factory=dict)
 
 
-def _resolve_start(args: argparse.Namespace) -> Path | None:
-    if args.start == "none":
+def _resolve_start(settings: TrainRunSettings) -> Path | None:
+    if settings.train_from == "none":
         return None
-    if args.start:
-        candidate = Path(args.start)
+    if settings.train_from:
+        candidate = Path(settings.train_from)
         if candidate.exists():
             return candidate
-        name = args.start
+        name = settings.train_from
     else:
-        name = args.name
-    from wire.config import CommonSettings
-
-    found = CommonSettings().model_dir / f"{name}.onnx"
+        name = settings.train_name
+    found = settings.model_dir / f"{name}.onnx"
     if not found.exists():
         raise LookoutError(
-            f"starting weights not found: {args.start or name} (nor {found}); pass --from FILE"
+            f"starting weights not found: {settings.train_from or name} (nor {found}); pass --from FILE"
         )
     return found
 
@@ -110,10 +108,14 @@ def _maybe_kill_self(rank: int, iteration: int) -> None:
         os.kill(os.getpid(), signal.SIGKILL)
 
 
-def _evaluate(model_file: Path, data: Path) -> dict[str, float]:
+def _evaluate(model_file: Path, data: Path, out: Path, label: str) -> dict[str, float]:
+    """COCO AP of ``model_file`` on ``data``; the evaluation goes to ``out/eval-<label>.json``.
+
+    Into the run folder, not beside the model: the starting model may sit in a shared, read-only folder.
+    """
     # `lookout eval` itself, in a child process: the same evaluation users run, on the Detector the workers
     # run, without the training service importing the inference service.
-    result_file = model_file.with_name(f"{model_file.stem}.eval.json")
+    result_file = out / f"eval-{label}.json"
     command = [sys.executable, "-m", "lookout", "eval", "--model", str(model_file), "--data", str(data)]
     command += ["--threads", str(max(1, os.cpu_count() or 1)), "--out", str(result_file), "--quiet"]
     done = subprocess.run(command, capture_output=True, text=True, check=False)
@@ -124,32 +126,33 @@ def _evaluate(model_file: Path, data: Path) -> dict[str, float]:
     return {"ap": float(result["ap"]), "ap50": float(result["ap50"])}
 
 
-def _publish(args: argparse.Namespace, path: Path, metrics: dict[str, float], parent: str) -> dict[str, Any]:
+def _publish(
+    settings: TrainRunSettings, path: Path, metrics: dict[str, float], parent: str
+) -> dict[str, Any]:
     import asyncio
 
     from redis.asyncio import Redis
 
     from wire import registry
-    from wire.config import CommonSettings
     from wire.keys import Keys
 
     async def run() -> dict[str, Any]:
-        redis = Redis.from_url(args.redis_url)
-        keys = Keys(CommonSettings().key_prefix)
+        redis = Redis.from_url(settings.redis_url)
+        keys = Keys(settings.key_prefix)
         try:
             entry = await registry.register(
-                redis, keys, args.registry_dir, args.name, path, metrics=metrics, parent=parent
+                redis, keys, settings.registry_dir, settings.train_name, path, metrics=metrics, parent=parent
             )
-            if args.promote:
-                await registry.promote(redis, keys, args.name, entry.version)
-            return {**entry.model_dump(), "promoted": bool(args.promote)}
+            if settings.train_promote:
+                await registry.promote(redis, keys, settings.train_name, entry.version)
+            return {**entry.model_dump(), "promoted": bool(settings.train_promote)}
         finally:
             await redis.aclose()
 
     return asyncio.run(run())
 
 
-def run(args: argparse.Namespace) -> int:
+def run(settings: TrainRunSettings) -> int:
     """Train on this rank; returns the exit code."""
     rank = int(os.environ.get("RANK", "0"))
     world = int(os.environ.get("WORLD_SIZE", "1"))
@@ -158,11 +161,11 @@ def run(args: argparse.Namespace) -> int:
         os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(_free_port()), RANK="0", WORLD_SIZE="1")
     cuda = torch.cuda.is_available()
     device = torch.device(f"cuda:{int(os.environ.get('LOCAL_RANK', '0'))}" if cuda else "cpu")
-    torch.set_num_threads(args.threads or max(1, (os.cpu_count() or 1) // local_world))
+    torch.set_num_threads(settings.train_threads or max(1, (os.cpu_count() or 1) // local_world))
     _init_process_group("nccl" if cuda else "gloo", rank, world)
     log.info("rank %d of %d: DDP over %s on %s", rank, world, "nccl" if cuda else "gloo", device)
     try:
-        return _train(args, rank, world, device)
+        return _train(settings, rank, world, device)
     finally:
         dist.destroy_process_group()
 
@@ -192,16 +195,16 @@ def _free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def _train(args: argparse.Namespace, rank: int, world: int, device: torch.device) -> int:
-    out: Path = args.out
+def _train(settings: TrainRunSettings, rank: int, world: int, device: torch.device) -> int:
+    out: Path = settings.train_dir
     out.mkdir(parents=True, exist_ok=True)
-    torch.manual_seed(args.seed)
-    np.random.seed(args.seed + rank)
-    samples = load_sources(args.data, args.limit or None)
-    sources = {str(path): sum(1 for s in samples if s.source == path) for path in args.data}
-    dataset = DetectionDataset(samples, args.size, flip=args.flip)
-    start = _resolve_start(args)
-    model = build_model(args.arch)
+    torch.manual_seed(settings.train_seed)
+    np.random.seed(settings.train_seed + rank)
+    samples = load_sources(settings.train_data, settings.train_limit or None)
+    sources = {str(path): sum(1 for s in samples if s.source == path) for path in settings.train_data}
+    dataset = DetectionDataset(samples, settings.train_size, flip=settings.train_flip)
+    start = _resolve_start(settings)
+    model = build_model(settings.train_arch)
     if start is None:
         log.info("rank %d: starting from random weights", rank)
     elif start.suffix == ".onnx":
@@ -212,7 +215,7 @@ def _train(args: argparse.Namespace, rank: int, world: int, device: torch.device
         log.info("rank %d: loaded %s", rank, start)
     model.to(device)
     optimizer = torch.optim.SGD(
-        model.parameters(), lr=args.lr, momentum=0.9, weight_decay=5e-4, nesterov=True
+        model.parameters(), lr=settings.train_lr, momentum=0.9, weight_decay=5e-4, nesterov=True
     )
     checkpoint = out / CHECKPOINT
     resumed = load_checkpoint(checkpoint, model, optimizer)
@@ -225,20 +228,24 @@ def _train(args: argparse.Namespace, rank: int, world: int, device: torch.device
         num_replicas=world,
         rank=rank,
         shuffle=True,
-        seed=args.seed,
+        seed=settings.train_seed,
     )
     loader: DataLoader[Any] = DataLoader(
         dataset,  # type: ignore[arg-type]
-        batch_size=args.batch,
+        batch_size=settings.train_batch,
         sampler=sampler,
         collate_fn=_collate,
         drop_last=True,
     )
     per_epoch = len(loader)
     if per_epoch == 0:
-        raise LookoutError(f"{len(dataset)} images are fewer than --batch {args.batch} x {world} ranks")
-    total = args.iters or args.epochs * per_epoch
-    fixed_images, fixed_targets = _collate([dataset[i] for i in range(min(len(dataset), args.batch))])
+        raise LookoutError(
+            f"{len(dataset)} images are fewer than --batch {settings.train_batch} x {world} ranks"
+        )
+    total = settings.train_iters or settings.train_epochs * per_epoch
+    fixed_images, fixed_targets = _collate(
+        [dataset[i] for i in range(min(len(dataset), settings.train_batch))]
+    )
     summary = Summary(
         world_size=world,
         iterations=total,
@@ -285,8 +292,15 @@ def _train(args: argparse.Namespace, rank: int, world: int, device: torch.device
             if progress is not None:
                 progress.update(1)
                 progress.set_postfix(loss=f"{float(losses['total_loss']):.3f}", epoch=epoch)
-            if rank == 0 and (done % args.checkpoint_every == 0 or done == total):
-                save_checkpoint(checkpoint, model, optimizer, done, epoch, {"args": vars(args)})
+            if rank == 0 and (done % settings.checkpoint_every == 0 or done == total):
+                save_checkpoint(
+                    checkpoint,
+                    model,
+                    optimizer,
+                    done,
+                    epoch,
+                    {"settings": settings.model_dump(mode="json", exclude={"influx_token"})},
+                )
         dist.all_reduce(epoch_loss)
         mean = float(epoch_loss[0] / max(1.0, float(epoch_loss[1])))
         summary.epoch_losses.append(mean)
@@ -303,23 +317,25 @@ def _train(args: argparse.Namespace, rank: int, world: int, device: torch.device
     if progress is not None:
         progress.close()
     timed = steps_here - 1
-    summary.samples_per_s = timed * args.batch * world / elapsed if timed > 0 and elapsed > 0 else 0.0
+    summary.samples_per_s = (
+        timed * settings.train_batch * world / elapsed if timed > 0 and elapsed > 0 else 0.0
+    )
     summary.weights_sha256 = weights_digest(model)
     log.info("rank %d: final weights sha256 %s", rank, summary.weights_sha256)
     if rank == 0:
-        _finish(args, model.cpu(), summary, start, fixed_images, fixed_targets)
+        _finish(settings, model.cpu(), summary, start, fixed_images, fixed_targets)
     return 0
 
 
 def _finish(
-    args: argparse.Namespace,
+    settings: TrainRunSettings,
     model: nn.Module,
     summary: Summary,
     start: Path | None,
     fixed_images: torch.Tensor,
     fixed_targets: torch.Tensor,
 ) -> None:
-    out: Path = args.out
+    out: Path = settings.train_dir
     summary.loss_after = _fixed_batch_loss(model, fixed_images, fixed_targets)
     log.info("loss on a fixed batch: %.4f before, %.4f after", summary.loss_before, summary.loss_after)
     exported = out / EXPORTED
@@ -330,25 +346,25 @@ def _finish(
     )
     summary.export_max_diff = check_export(model, exported, inputs.astype(np.float32))
     log.info("exported %s: ONNX Runtime matches PyTorch within %.2e", exported, summary.export_max_diff)
-    if args.eval_data is not None:
+    if settings.train_eval_data is not None:
         if start is not None and start.suffix == ".onnx":
-            summary.metrics_before = _evaluate(start, args.eval_data)
-        summary.metrics_after = _evaluate(exported, args.eval_data)
+            summary.metrics_before = _evaluate(start, settings.train_eval_data, out, "before")
+        summary.metrics_after = _evaluate(exported, settings.train_eval_data, out, "after")
         log.info(
             "COCO AP on %s: before %s, after %s",
-            args.eval_data,
+            settings.train_eval_data,
             summary.metrics_before,
             summary.metrics_after,
         )
-    if args.publish:
+    if settings.train_publish:
         from wire.registry import sha256_file
 
         parent = f"{start.name}@{sha256_file(start)[:12]}" if start is not None else ""
-        summary.published = _publish(args, exported, summary.metrics_after, parent)
+        summary.published = _publish(settings, exported, summary.metrics_after, parent)
         log.info(
             "published %s %s%s",
-            args.name,
+            settings.train_name,
             summary.published["version"],
-            " (promoted)" if args.promote else "",
+            " (promoted)" if settings.train_promote else "",
         )
     (out / SUMMARY).write_text(json.dumps(asdict(summary), indent=2))

@@ -113,8 +113,9 @@ async def test_load_generators_account_for_every_frame(
         closed = await closed_loop(redis, "one", frames, lanes=2, seconds=0.5, meter=meter)
         assert closed.results > 0 and closed.drops == 0 and closed.seconds == 0.5
         assert meter.spent["bench client"] > 0  # the window of counted results was metered
-        # A deadline no frame can meet: every offered frame must come back as a drop, none lost.
-        opened = await open_loop(redis, "one", frames, rate=20, seconds=0.5, deadline_ms=-1)
+        # A deadline no frame can meet (1 µs; the settings refuse a deadline of 0 or less): every offered
+        # frame must come back as a drop, none lost.
+        opened = await open_loop(redis, "one", frames, rate=20, seconds=0.5, deadline_ms=0.001)
         assert opened.results == 0 and opened.drops >= 5
     finally:
         worker.stop()

@@ -2,14 +2,11 @@
 
 from __future__ import annotations
 
-import inspect
 import re
 from typing import Any
 
-from pydantic_settings import BaseSettings
-
-import wire.config
 from tests.compose.composefile import ENV_EXAMPLE, variables
+from wire.config.errors import settings_classes
 
 LINE = re.compile(r"^#?\s*(?P<name>[A-Z][A-Z0-9_]*)=(?P<value>.*)$")
 
@@ -25,13 +22,12 @@ def documented() -> dict[str, str]:
 
 
 def settings_fields() -> dict[str, Any]:
-    """LOOKOUT_<FIELD> -> default, over every settings class of wire/config.py."""
+    """LOOKOUT_<FIELD> -> default, over every settings class (and shared section) of wire.config."""
     fields: dict[str, Any] = {}
-    for cls in vars(wire.config).values():
-        if inspect.isclass(cls) and issubclass(cls, BaseSettings) and cls.__module__ == "wire.config":
-            assert cls.model_config.get("env_prefix") == "LOOKOUT_", cls
-            for name, info in cls.model_fields.items():
-                fields[f"LOOKOUT_{name.upper()}"] = info.default
+    for cls in settings_classes():
+        assert cls.model_config.get("env_prefix") == "LOOKOUT_", cls
+        for name, info in cls.model_fields.items():
+            fields[f"LOOKOUT_{name.upper()}"] = info.default
     return fields
 
 
@@ -54,7 +50,7 @@ def test_every_setting_is_documented_with_its_default() -> None:
         for name, default in fields.items()
         if listed[name] != as_env(default)
     }
-    assert not wrong, f"documented default != wire/config.py default: {wrong}"
+    assert not wrong, f"documented default != wire.config default: {wrong}"
 
 
 def test_every_setting_has_a_description_above_it() -> None:

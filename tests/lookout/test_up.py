@@ -105,11 +105,31 @@ def test_up_starts_supervises_and_stops_everything(shared_dir: Path) -> None:
     wait_for(lambda: not any(running(p) for p in pids), 20, "no orphan processes")
 
 
+def test_a_part_with_a_bad_setting_stops_the_stack_with_its_line(shared_dir: Path) -> None:
+    env = {
+        "LOOKOUT_MODEL_DIR": str(shared_dir / "models"),
+        "LOOKOUT_IN_FLIGHT": "0",
+    }  # only the bridge reads it
+    up = LookoutProcess(
+        "up-bad-bridge", ["up", "--host", "127.0.0.1", "--port", str(free_port()), "--workers", "1"], env
+    )
+    try:
+        wait_for(lambda: not up.alive(), 120, "`lookout up` to give up")
+    finally:
+        code = up.stop(timeout=60)
+    log = up.log_path.read_text(errors="replace")
+    assert code == 2, log
+    last = log.strip().splitlines()[-1]
+    assert last.startswith("lookout: error: bridge-0 cannot start with this configuration: ")
+    assert "LOOKOUT_IN_FLIGHT: Input should be greater than or equal to 1" in last
+    assert "restarting" not in log
+
+
 @pytest.mark.parametrize(
     ("args", "says"),
     [
-        (["--workers", "0"], "at least 1"),
-        (["--redis-url", "http://nope"], "--redis-url must be"),
+        (["--workers", "0"], "--workers: Input should be greater than or equal to 1"),
+        (["--redis-url", "http://nope"], "--redis-url: must be 'embedded' or a Redis URL"),
         (["--port", "{busy}"], "cannot listen on 127.0.0.1"),
     ],
 )

@@ -14,20 +14,23 @@ from wire.liveness import live_bridges
 
 
 @pytest.mark.parametrize(
-    ("args", "says"),
+    ("args", "says", "code"),
     [
-        (["--udp-ports", "nonsense"], "--udp-ports must look like"),
-        (["--udp-ports", "5000-4000"], "need 0 < MIN <= MAX"),
-        (["--in-flight", "0"], "--in-flight: Input should be greater than or equal to 1"),
-        (["--ice-host-addresses", "not-an-ip"], "--ice-host-addresses"),
-        (["--redis-url", "redis://127.0.0.1:{port}/0"], "cannot reach Redis"),
+        (["--udp-port-min", "nonsense"], "--udp-port-min: Input should be a valid integer", 2),
+        (["--udp-port-min", "5000", "--udp-port-max", "4000"], "udp_port_min (5000) must not be above", 2),
+        (["--udp-port-min", "40000"], "set both udp_port_min and udp_port_max, or neither", 2),
+        (["--in-flight", "0"], "--in-flight: Input should be greater than or equal to 1", 2),
+        (["--ice-host-addresses", "not-an-ip"], "--ice-host-addresses", 2),
+        (["--advertised-address", "somewhere"], "--advertised-address", 2),
+        # Not a configuration error: Redis may be starting still, so a supervisor may try again (exit 1).
+        (["--redis-url", "redis://127.0.0.1:{port}/0"], "cannot reach Redis", 1),
     ],
 )
-def test_bad_options_exit_2_with_one_line(
-    args: list[str], says: str, capsys: pytest.CaptureFixture[str]
+def test_bad_options_exit_non_zero_with_one_line(
+    args: list[str], says: str, code: int, capsys: pytest.CaptureFixture[str]
 ) -> None:
     args = [a.replace("{port}", str(free_port())) for a in args]
-    assert main(["bridge", "--redis-url", f"redis://127.0.0.1:{free_port()}/0", *args]) == 2
+    assert main(["bridge", "--redis-url", f"redis://127.0.0.1:{free_port()}/0", *args]) == code
     err = capsys.readouterr().err.strip().splitlines()
     assert err[-1].startswith("lookout: error: ") and says in err[-1]
     assert not any("Traceback" in line for line in err)

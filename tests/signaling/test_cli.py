@@ -18,7 +18,8 @@ from tests.support.redis_server import RedisServer, free_port
     [
         (["--web-dir", "/nonexistent/web"], "is not a folder"),
         (["--redis-url", "http://example.org"], "must start with redis://"),
-        (["--port", "70000"], "is not a TCP port"),
+        (["--port", "70000"], "--port: Input should be less than or equal to 65535 (got '70000')"),
+        (["--sample-fps", "40"], "sample_fps (40) must not be above max_sample_fps (30)"),
         (["--port", "{busy}"], "cannot listen on 127.0.0.1"),
     ],
 )

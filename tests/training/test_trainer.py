@@ -113,3 +113,35 @@ def test_ranks_on_cuda_use_nccl(tmp_path: Path, coco128: Path, model_path: Path)
     assert code == 0, log[-3000:]
     assert "rank 0 of" in log and "DDP over nccl on cuda:0" in log
     assert json.loads((tmp_path / "summary.json").read_text())["export_max_diff"] < 1e-3
+
+
+def test_evaluation_goes_to_the_run_folder_not_beside_a_read_only_model(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from training import trainer
+
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    model = shared / "start.onnx"
+    model.write_bytes(b"onnx")
+    shared.chmod(0o555)  # a shared, read-only model folder
+    run = tmp_path / "run"
+    run.mkdir()
+    commands: list[list[str]] = []
+
+    def fake_eval(command: list[str], **_kwargs: object) -> subprocess.CompletedProcess[str]:
+        # Stands in for `lookout eval ... --out FILE`: write its JSON where it was told to.
+        commands.append(command)
+        out = Path(command[command.index("--out") + 1])
+        out.write_text(json.dumps({"ap": 0.25, "ap50": 0.5}))
+        return subprocess.CompletedProcess(command, 0, "", "")
+
+    monkeypatch.setattr(subprocess, "run", fake_eval)  # the trainer calls subprocess.run
+    try:
+        metrics = trainer._evaluate(model, tmp_path / "data", run, "before")
+    finally:
+        shared.chmod(0o755)
+    assert metrics == {"ap": 0.25, "ap50": 0.5}
+    assert (run / "eval-before.json").is_file()
+    assert sorted(p.name for p in shared.iterdir()) == ["start.onnx"]
+    assert commands[0][commands[0].index("--model") + 1] == str(model)
