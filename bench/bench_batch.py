@@ -18,7 +18,8 @@ from contextlib import AbstractContextManager
 from pathlib import Path
 
 from bench.raw import RawStats, measure_raw
-from lookout.batch import LocalRunner, RemoteRunner, list_images, run_images
+from lookout.batch import RemoteRunner, list_images, run_images
+from lookout.batch_local import LocalRunner
 from lookout.report import BatchReport, summary_table
 from tests.signaling.rest_harness import rest_stack
 

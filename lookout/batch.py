@@ -18,16 +18,19 @@ import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pydantic import ValidationError
 
 from lookout.report import BatchReport, ImageTiming, build_report, summary_table
 from runtime.bootstrap import stop_requested
-from wire.config import SignalingSettings, WorkerSettings
+from wire.config import SignalingSettings
 from wire.errors import LookoutError
 from wire.messages import Detection
 from wire.rest import API_KEY_HEADER, DETECT_PATH, OPENAPI_PATH, DetectResponse, ErrorResponse
+
+if TYPE_CHECKING:
+    from lookout.batch_local import LocalRunner
 
 log = logging.getLogger("lookout.batch")
 
@@ -154,6 +157,8 @@ async def _main(
     args: argparse.Namespace, images: list[Path], concurrency: int
 ) -> tuple[BatchReport, list[ImageResult]]:
     if args.local:
+        from lookout.batch_local import LocalRunner  # imports the detector: only for local runs
+
         runner: LocalRunner | RemoteRunner = LocalRunner(args, concurrency)
     else:
         runner = RemoteRunner(args, concurrency)
@@ -223,7 +228,7 @@ def _error_message(body: object) -> str:
         return str(body)
 
 
-def _failed(path: Path, error: str, latency_ms: float = 0.0) -> ImageResult:
+def failed_result(path: Path, error: str, latency_ms: float = 0.0) -> ImageResult:
     return ImageResult(
         file=path.name, timing=ImageTiming(file=path.name, ok=False, error=error, latency_ms=latency_ms)
     )
@@ -273,7 +278,7 @@ class RemoteRunner:
         try:
             data = await asyncio.to_thread(path.read_bytes)
         except OSError as exc:
-            return _failed(path, f"cannot read: {exc.strerror or exc}")
+            return failed_result(path, f"cannot read: {exc.strerror or exc}")
         params = {"id": path.name, **({"model": self.model} if self.model else {})}
         started = time.perf_counter()
         try:
@@ -286,16 +291,16 @@ class RemoteRunner:
                 body = await response.json(content_type=None)
                 status = response.status
         except (aiohttp.ClientError, TimeoutError, ValueError) as exc:
-            return _failed(
+            return failed_result(
                 path, f"request failed: {exc or type(exc).__name__}", (time.perf_counter() - started) * 1000
             )
         latency_ms = (time.perf_counter() - started) * 1000.0
         if status != 200:
-            return _failed(path, f"HTTP {status}: {_error_message(body)}", latency_ms)
+            return failed_result(path, f"HTTP {status}: {_error_message(body)}", latency_ms)
         try:
             answer = DetectResponse.model_validate(body)
         except ValidationError as exc:
-            return _failed(path, f"the server's answer does not match the API: {exc}", latency_ms)
+            return failed_result(path, f"the server's answer does not match the API: {exc}", latency_ms)
         t = answer.timings
         compute_ms = t.decode_ms + t.preprocess_ms + t.inference_ms + t.postprocess_ms
         self.model_version = answer.model_version
@@ -324,96 +329,6 @@ class RemoteRunner:
             target=self.base,
             model=self.served_model or self.model or "",
             model_version=self.model_version,
-            concurrency=self.concurrency,
-            images=images,
-            wall_s=wall_s,
-            stopped=stopped,
-        )
-
-
-class LocalRunner:
-    """Images through the Detector in this process, on ``concurrency`` threads."""
-
-    def __init__(self, args: argparse.Namespace, concurrency: int) -> None:
-        defaults = WorkerSettings()
-        self.model_name: str = args.model or SignalingSettings().default_model
-        self.model_dir: Path = args.model_dir or defaults.model_dir
-        self.threads: int = args.threads or defaults.threads
-        self.provider: str = args.provider or defaults.provider
-        self.concurrency = concurrency
-        self._detector: Any = None
-        self._pool: Any = None
-
-    async def __aenter__(self) -> LocalRunner:
-        from concurrent.futures import ThreadPoolExecutor
-
-        from inference.detector import Detector
-
-        self._detector = await asyncio.to_thread(
-            Detector.load,
-            self.model_name,
-            model_dir=self.model_dir,
-            threads=self.threads,
-            provider=self.provider,
-        )
-        await asyncio.to_thread(self._detector.warmup)  # as a worker does before its first frame
-        self._pool = ThreadPoolExecutor(self.concurrency, thread_name_prefix="detect")
-        return self
-
-    async def __aexit__(self, *exc: object) -> None:
-        self._pool.shutdown(wait=True)
-
-    async def detect(self, path: Path) -> ImageResult:
-        return await asyncio.get_running_loop().run_in_executor(self._pool, self._detect, path)
-
-    def _detect(self, path: Path) -> ImageResult:
-        from inference.errors import DetectorError
-        from inference.images import decode_image
-
-        started = time.perf_counter()
-        try:
-            data = path.read_bytes()  # locally, reading the file is the "transfer"
-        except OSError as exc:
-            return _failed(path, f"cannot read: {exc.strerror or exc}")
-        detector = self._detector
-        read = time.perf_counter()
-        try:
-            image = decode_image(data)
-            prepared = detector.prepare(image)
-            ran_from = time.perf_counter()
-            outputs = detector.run([prepared])[0]
-            ran_to = time.perf_counter()
-            detections = detector.postprocess(outputs, prepared)
-        except DetectorError as exc:
-            return _failed(path, str(exc), (time.perf_counter() - started) * 1000)
-        done = time.perf_counter()
-        latency_ms = (done - started) * 1000.0
-        compute_ms = (done - read) * 1000.0
-        return ImageResult(
-            file=path.name,
-            width=int(image.shape[1]),
-            height=int(image.shape[0]),
-            detections=detections,
-            timing=ImageTiming(
-                file=path.name,
-                ok=True,
-                detections=len(detections),
-                latency_ms=latency_ms,
-                compute_ms=compute_ms,
-                inference_ms=(ran_to - ran_from) * 1000.0,
-                queue_ms=0.0,
-                transfer_ms=max(0.0, latency_ms - compute_ms),
-            ),
-        )
-
-    def describe(self, results: list[ImageResult], wall_s: float, stopped: bool, images: int) -> BatchReport:
-        detector = self._detector
-        return build_report(
-            [r.timing for r in results],
-            mode="local",
-            target=str(detector.path),
-            model=detector.name,
-            model_version=detector.version,
             concurrency=self.concurrency,
             images=images,
             wall_s=wall_s,
