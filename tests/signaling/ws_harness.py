@@ -27,6 +27,7 @@ from redis.asyncio import Redis
 from mediabridge import ice
 from mediabridge.bridge import MediaBridge
 from tests.support.processes import wait_until
+from wire import PROTOCOL_VERSION
 from wire.config import BridgeSettings, SignalingSettings
 from wire.keys import Keys
 
@@ -40,7 +41,7 @@ async def receive(ws: aiohttp.ClientWebSocketResponse, *types: str, timeout: flo
         msg = await ws.receive(timeout=timeout)
         assert msg.type == aiohttp.WSMsgType.TEXT, f"socket ended: {msg}"
         data: dict[str, Any] = json.loads(msg.data)
-        assert data["v"] == 1
+        assert data["v"] == PROTOCOL_VERSION
         if data["type"] in types:
             return data
         assert data["type"] in ("stats", "detections", "hello", "models"), data

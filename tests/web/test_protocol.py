@@ -19,8 +19,8 @@ def test_parse_message_rejects_what_is_not_a_typed_object(module_page: Page) -> 
     got = module_page.evaluate(
         """async () => {
           const { parseMessage } = await import("/js/protocol.js");
-          return [parseMessage("{"), parseMessage("[1]"), parseMessage('{"v":1}'),
-                  parseMessage('{"v":1,"type":"pong"}')];
+          return [parseMessage("{"), parseMessage("[1]"), parseMessage('{"v":2}'),
+                  parseMessage('{"v":2,"type":"pong"}')];
         }"""
     )
     assert got == [None, None, None, {"v": 2, "type": "pong"}]
