@@ -23,18 +23,12 @@ from inference.errors import (
 from inference.images import decode_image, ensure_image, read_image
 from runtime.images import image_size
 from tests.inference.crafted import bomb_png
-
-
-def encode(suffix: str, image: np.ndarray) -> bytes:
-    ok, data = cv2.imencode(suffix, image)
-    assert ok
-    return data.tobytes()
+from tests.support.images import encode, random_picture
 
 
 @pytest.fixture
 def picture() -> np.ndarray:
-    rng = np.random.default_rng(1)
-    return rng.integers(0, 256, (48, 64, 3), dtype=np.uint8)
+    return random_picture()
 
 
 def test_decode_round_trip(picture: np.ndarray) -> None:

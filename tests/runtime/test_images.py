@@ -5,7 +5,6 @@ from __future__ import annotations
 import struct
 from pathlib import Path
 
-import cv2
 import numpy as np
 import pytest
 
@@ -20,19 +19,13 @@ from runtime.images import (
     read_header,
 )
 from tests.inference.crafted import bomb_png
+from tests.support.images import encode, random_picture
 from wire.limits import MIN_IMAGE_SIDE
-
-
-def encode(suffix: str, image: np.ndarray) -> bytes:
-    ok, data = cv2.imencode(suffix, image)
-    assert ok
-    return data.tobytes()
 
 
 @pytest.fixture
 def picture() -> np.ndarray:
-    rng = np.random.default_rng(1)
-    return rng.integers(0, 256, (48, 64, 3), dtype=np.uint8)
+    return random_picture()
 
 
 @pytest.mark.parametrize(
