@@ -29,19 +29,17 @@ from tests.support.chaos import (
     RECOVERY_LIMIT_S,
     RESULTS,
     SAMPLED,
-    ChaosStack,
     ClientReport,
     CounterWatch,
     EpochTotals,
     ScenarioReport,
-    StreamClient,
     account,
     bridge_log_summary,
     format_table,
     judge_client,
-    log_text,
     split_reading,
 )
+from tests.support.chaos_stack import ChaosStack, StreamClient, log_text
 from tests.support.processes import OUTPUT, run_lookout
 from tests.support.redis_server import RedisServer
 from wire.keys import WORKER_GROUP, Keys
