@@ -308,15 +308,17 @@ def test_chaos(
         )
         for i in range(STREAMS)
     ]
+    fault_ran = False
     try:
         wait_for_results(clients, 3, timeout_s=90)
         time.sleep(LOAD_BEFORE_FAULT_S)
         back, held_allowance, notes = SCENARIOS[scenario](chaos, watch, clients)
         run_on(clients, back)
+        fault_ran = True
     finally:
         codes = [c.stop() for c in clients]
-    drained = watch.drain()
-    watch.stop()
+        drained = fault_ran and watch.drain()  # the watch is stopped even when the scenario broke
+        watch.stop()
     sampled, results, drops = split_reading(watch.totals())
     streamed = sum(c.streamed_s() for c in clients)
     judged = [
