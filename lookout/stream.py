@@ -4,6 +4,10 @@ A headless WebRTC publisher (aiortc, through ``lookout.webrtc_client``) for sour
 browser's webcam. Detections come back on the signaling WebSocket and are written as JSON lines
 (``--out``, default stdout) or drawn onto the video (``--annotate OUT.mp4``).
 
+Sessions, reconnects and the gap accounting are ``lookout.reconnect`` and ``lookout.stream_ledger``: a
+stream the server ends before it was asked to stop exits 1 with one line, unless ``--reconnect`` gets it
+back (docs/live.md, "lookout stream's output").
+
 Everything that touches the disk, a camera or a thread join (opening the source, the output files,
 stopping the player, finishing the MP4) runs in a thread: the event loop only moves frames and messages.
 """
@@ -39,6 +43,12 @@ class StreamError(LookoutError):
     """The source cannot be opened or the options do not fit together."""
 
 
+class StreamLostError(LookoutError):
+    """The server ended the stream, or signaling went away, and it did not come back. Exit 1."""
+
+    exit_code = 1
+
+
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     """Add `lookout stream`."""
     signaling = SignalingSettings.model_fields
@@ -49,7 +59,8 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         "what the workers detect: one JSON line per analysed frame (--out FILE.jsonl, default stdout), or "
         "the video with boxes drawn (--annotate OUT.mp4). SOURCE is a video file, an rtsp:// or http(s):// "
         "camera URL, or a V4L2 device such as /dev/video0. Runs until the source ends, --duration passes, "
-        "or Ctrl-C / SIGTERM (exit 0).",
+        "or Ctrl-C / SIGTERM (exit 0). A stream the server ends first, or lost with signaling, exits 1 "
+        "unless --reconnect gets it back.",
     )
     parser.add_argument("source", help="video file, rtsp:// or http(s):// URL, or /dev/videoN")
     parser.add_argument(
@@ -76,6 +87,13 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         "--annotate", type=Path, default=None, metavar="OUT.mp4", help="write the annotated video"
     )
     parser.add_argument("--duration", type=float, default=None, help="stop after this many seconds")
+    parser.add_argument(
+        "--reconnect",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="when the stream is lost, join again with backoff (0.5 s doubling to 10 s, jitter) and count "
+        "the frames of the gap as dropped (default: on for rtsp:// and /dev/video sources, off for files)",
+    )
     parser.add_argument("--api-key", default=None, help="the server's API key (default: $LOOKOUT_API_KEY)")
     parser.add_argument(
         "--ice-host",
@@ -194,7 +212,11 @@ class JsonLines:
         self._writer = ThreadPoolExecutor(1, thread_name_prefix="jsonl")
 
     async def write(self, message: Any) -> None:
-        line = json.dumps(message.model_dump(mode="json"), separators=(",", ":")) + "\n"
+        await self.write_event(message.model_dump(mode="json"))
+
+    async def write_event(self, record: dict[str, Any]) -> None:
+        """One JSON line of any record (a detections message, a gap, the summary)."""
+        line = json.dumps(record, separators=(",", ":")) + "\n"
         await asyncio.get_running_loop().run_in_executor(self._writer, self._write, line)
 
     def _write(self, line: str) -> None:
@@ -236,6 +258,9 @@ class AnnotatedVideo:
         frame = self.recent.nearest(message.received_ms)
         if frame is not None:
             await asyncio.get_running_loop().run_in_executor(self._writer, self._draw, frame, message)
+
+    async def write_event(self, record: dict[str, Any]) -> None:
+        """Gaps and the summary are logged only: a video has no place for them."""
 
     def _draw(self, frame: Any, message: Any) -> None:
         import av
@@ -290,7 +315,8 @@ def run_stream(args: argparse.Namespace) -> int:
 
 
 async def _stream(args: argparse.Namespace, bridge: BridgeSettings, signaling: SignalingSettings) -> int:
-    from lookout.webrtc_client import publish
+    from lookout.reconnect import SessionOptions, StreamSessions, wants_reconnect
+    from lookout.stream_ledger import Gap, StreamLedger, describe
 
     source = await asyncio.to_thread(open_source, args.source, loop=args.loop, codec=args.codec)
     track = source.track
@@ -309,6 +335,7 @@ async def _stream(args: argparse.Namespace, bridge: BridgeSettings, signaling: S
         await _stop_track(track)
         raise
     loop = asyncio.get_running_loop()
+    ledger = StreamLedger()
     with stop_requested() as stop:
         if hasattr(source.track, "on"):  # MediaPlayer tracks say when the source has ended
             # It may say so from the thread that stops it (_stop_track): hand the news to the loop.
@@ -336,25 +363,40 @@ async def _stream(args: argparse.Namespace, bridge: BridgeSettings, signaling: S
                         message.latency_ms,
                     )
             elif message.type == "error":
-                log.warning("server error %s: %s", message.code, message.message)
+                log.warning("server error %s: %s", message.code.value, message.message)
+
+        async def on_gap(gap: Gap) -> None:
+            await sink.write_event(gap.record())
 
         key = args.api_key if args.api_key is not None else signaling.api_key
         ice_hosts = args.ice_host if args.ice_host is not None else bridge.ice_host_addresses
-        log.info("streaming %s to %s", source.describe, args.server)
+        options = SessionOptions(
+            server_url=args.server,
+            api_key=key,
+            model=args.model,
+            sample_fps=args.fps,
+            codec=args.codec,
+            ice_host_addresses=[a.strip() for a in ice_hosts.split(",") if a.strip()] or None,
+        )
+        reconnect = args.reconnect if args.reconnect is not None else wants_reconnect(args.source)
+        sessions = StreamSessions(
+            track,
+            options,
+            reconnect=reconnect,
+            ledger=ledger,
+            on_message=on_message,
+            on_gap=on_gap,
+            native_fps=source.native_fps,
+        )
+        log.info("streaming %s to %s%s", source.describe, args.server, " (reconnecting)" if reconnect else "")
+        lost: str | None = None
         try:
-            ended = await publish(
-                track,
-                args.server,
-                model=args.model,
-                sample_fps=args.fps,
-                codec=args.codec,
-                api_key=key,
-                on_message=on_message,
-                stop=stop,
-                ice_host_addresses=[a.strip() for a in ice_hosts.split(",") if a.strip()] or None,
-            )
+            lost = await sessions.run(stop)
         finally:
             await _stop_track(track)
+            summary = ledger.summary(lost)
+            with contextlib.suppress(Exception):  # the summary must not hide why the run failed
+                await sink.write_event(summary)
             await sink.close()
     elapsed = time.monotonic() - started
     log.info(
@@ -364,8 +406,9 @@ async def _stream(args: argparse.Namespace, bridge: BridgeSettings, signaling: S
         counts["objects"],
         f"; wrote {args.annotate}" if args.annotate else (f"; wrote {args.out}" if args.out else ""),
     )
-    if ended.type == "error":
-        raise StreamError(f"the server ended the stream: {ended.code}: {ended.message}")
+    log.info("%s", describe(summary))
+    if lost is not None:
+        raise StreamLostError(lost)
     return 0
 
 
