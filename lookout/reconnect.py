@@ -226,7 +226,8 @@ class StreamSessions:
             return _Ended(asked=False, live=True, reason="the session ended", code="closed")
         error = ender.exception()
         if isinstance(error, LiveClientError):
-            return _Ended(asked=False, live=True, reason=str(error), code=error.code)
+            reason = error.detail if error.code == "closed" else str(error)  # "closed: signaling closed..."
+            return _Ended(asked=False, live=True, reason=reason, code=error.code)
         if error is not None:
             raise error
         message = ender.result()

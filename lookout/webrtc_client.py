@@ -62,6 +62,7 @@ class LiveClientError(LookoutError):
     def __init__(self, code: str, message: str) -> None:
         super().__init__(f"{code}: {message}")
         self.code = code
+        self.detail = message
 
 
 class LoopingVideoTrack(VideoStreamTrack):
@@ -242,7 +243,7 @@ class LiveClient:
             return "signaling connection not open"
         error = self._ws.exception()
         if error is not None:
-            return f"signaling connection lost: {error or type(error).__name__}"
+            return f"signaling connection lost ({error or type(error).__name__})"
         code = self._ws.close_code
         return "signaling closed the connection" + (f" (code {code})" if code is not None else "")
 
@@ -282,8 +283,7 @@ class LiveClient:
                     if found is not None:
                         return found
                     if self.closed.is_set():
-                        waiting = "/".join(types)
-                        raise LiveClientError("closed", f"{self.close_reason} (waiting for {waiting})")
+                        raise LiveClientError("closed", self.close_reason)
                     await self._arrived.wait()
 
         try:

@@ -1,4 +1,4 @@
-"""The reconnect schedule and the per-session track, in process (the reconnects themselves: test_stream.py)."""
+"""The reconnect schedule and the per-session track, in process (reconnects themselves: test_stream.py)."""
 
 from __future__ import annotations
 
@@ -59,7 +59,8 @@ def test_cameras_reconnect_by_default_and_files_do_not() -> None:
 
 def test_refusals_a_retry_cannot_fix_are_permanent_and_losses_are_not() -> None:
     assert {"unauthorized", "unknown_model", "bad_sdp"} <= PERMANENT_CODES
-    assert not {"bridge_lost", "no_bridge", "no_worker", "internal", "closed", "unreachable"} & PERMANENT_CODES
+    transient = {"bridge_lost", "no_bridge", "no_worker", "internal", "closed", "unreachable"}
+    assert not transient & PERMANENT_CODES
 
 
 async def test_a_session_track_relays_frames_and_stopping_it_leaves_the_source_running() -> None:
