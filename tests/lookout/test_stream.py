@@ -20,7 +20,8 @@ import av
 import pytest
 from redis import Redis
 
-from lookout.stream import AnnotatedVideo, JsonLines, RecentFrames, _stream
+from lookout.stream import _stream
+from lookout.stream_sinks import AnnotatedVideo, JsonLines, RecentFrames
 from lookout.webrtc_client import LoopingVideoTrack
 from tests.support.live_stack import LiveStack
 from tests.support.processes import LookoutProcess, run_lookout
@@ -272,6 +273,35 @@ def test_with_reconnect_a_restarted_signaling_gets_the_stream_back_and_the_gap_c
     log = stream.log_path.read_text()
     assert "reconnecting in" in log and "stream back after" in log
     print(f"rejoined {rejoined_at - back_at:.1f} s after signaling was back; gap {seconds:.1f} s, {gap}")
+
+
+def test_with_reconnect_a_killed_bridge_is_rejoined_once_a_bridge_is_back(
+    stack: LiveStack, clip: Path, tmp_path: Path
+) -> None:
+    out = tmp_path / "bridge.jsonl"
+    stream = loop_stream("stream-bridge", stack, clip, out, "--reconnect")
+    [bridge] = stack.bridges
+    try:
+        first = detections(wait_for_lines(stream, out, lambda lines: bool(detections(lines))))[0]["session"]
+        stack.bridges[bridge].kill9()
+        # Signaling says bridge_lost once the heartbeat expires; rejoins get no_bridge until it is back.
+        deadline = time.monotonic() + 30
+        while "reconnecting in" not in stream.log():
+            assert stream.alive() and time.monotonic() < deadline, stream.log()[-3000:]
+            time.sleep(0.2)
+        back_at = stack.restart_bridge(bridge)
+        wait_for_lines(stream, out, lambda lines: any(m["session"] != first for m in detections(lines)))
+        rejoined_at = time.time()
+        stream.signal(signal.SIGTERM)
+        assert stream.stop(timeout=30) == 0, stream.log()[-3000:]
+    finally:
+        stream.stop()
+    lines = read_lines(out)
+    [gap] = [m for m in lines if m.get("event") == "gap"]
+    assert gap["reason"].startswith("bridge_lost") and gap["dropped"] > 0
+    assert lines[-1]["lost"] is None and lines[-1]["by_reason"]["stream_gap"] == gap["dropped"]
+    seconds = (gap["to_ms"] - gap["from_ms"]) / 1000
+    print(f"rejoined {rejoined_at - back_at:.1f} s after the bridge was back; gap {seconds:.1f} s, {gap}")
 
 
 # --- in this process, under blockbuster (tests/conftest.py): nothing of the command blocks the loop ---------

@@ -84,6 +84,17 @@ class LiveStack:
             raise AssertionError(f"signaling not healthy again after {timeout_s:.0f} s\n{self.logs()}")
         return time.time()
 
+    def restart_bridge(self, name: str, timeout_s: float = READY_TIMEOUT_S) -> float:
+        """Start a killed bridge again under its id; returns when its heartbeat is back (``time.time()``)."""
+        old = self.bridges[name]
+        assert not old.alive(), f"{name} still runs"
+        old.stop()
+        again = self.bridges[name] = LookoutProcess(f"{name}-again", ["bridge", "--id", name], self.env)
+        back = poll_until(lambda: name in self.live(self.keys.bridge_pattern()), timeout_s, [again])
+        if not back:
+            raise AssertionError(f"{name} not registered again after {timeout_s:.0f} s\n{self.logs()}")
+        return time.time()
+
     def live(self, pattern: str) -> set[str]:
         client = Redis.from_url(self.redis_server.url)
         try:
