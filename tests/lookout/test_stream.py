@@ -20,7 +20,9 @@ import av
 import pytest
 from redis import Redis
 
+from lookout.reconnect import SessionOptions, StreamSessions
 from lookout.stream import _stream
+from lookout.stream_ledger import Gap, StreamLedger
 from lookout.stream_sinks import AnnotatedVideo, JsonLines, RecentFrames
 from lookout.webrtc_client import LoopingVideoTrack
 from tests.support.live_stack import LiveStack
@@ -335,6 +337,46 @@ async def test_in_process_a_looping_file_writes_json_lines_without_blocking_the_
     lines = await asyncio.to_thread(read_lines, out)
     assert detections(lines) and all(m["type"] == "detections" for m in lines[:-1])
     assert lines[-1]["event"] == "summary" and lines[-1]["lost"] is None
+
+
+async def test_in_process_sessions_reconnect_through_a_signaling_restart_without_blocking_the_loop(
+    stack: LiveStack, clip: Path
+) -> None:
+    """The reconnect loop itself (drain, backoff, rejoin, gap) under blockbuster, stopped by the test."""
+    stop = asyncio.Event()
+    sessions_seen: list[str] = []
+    gaps: list[Gap] = []
+    restarts: list[asyncio.Future[None]] = []
+
+    async def on_message(message: Any) -> None:
+        if message.type == "detections":
+            if message.session not in sessions_seen:
+                sessions_seen.append(message.session)
+                if len(sessions_seen) == 1:  # kill signaling under the first session, then start it again
+                    restarts.append(asyncio.get_running_loop().run_in_executor(None, restart))
+            if len(sessions_seen) == 2:
+                stop.set()
+
+    def restart() -> None:
+        stack.kill_signaling()
+        stack.restart_signaling()
+
+    async def on_gap(gap: Gap) -> None:
+        gaps.append(gap)
+
+    ledger = StreamLedger()
+    source = LoopingVideoTrack(clip, fps=FPS)
+    options = SessionOptions(stack.url, "", None, FPS, None, ["127.0.0.1"])
+    sessions = StreamSessions(
+        source, options, reconnect=True, ledger=ledger, on_message=on_message, on_gap=on_gap, native_fps=FPS
+    )
+    try:
+        assert await asyncio.wait_for(sessions.run(stop), timeout=120) is None
+    finally:
+        source.stop()
+        await asyncio.gather(*restarts)  # its failure, not a timeout, if signaling did not come back
+    assert len(gaps) == 1 and gaps[0].dropped > 0 and [t.session for t in ledger.sessions] == sessions_seen
+    assert ledger.summary(None)["by_reason"]["stream_gap"] == gaps[0].dropped
 
 
 async def test_the_sinks_open_and_close_off_the_loop(tmp_path: Path) -> None:
