@@ -155,9 +155,7 @@ class StreamSessions:
             while True:
                 ended = await self._session(stop)
                 if ended.asked:
-                    if self._gap_from_ms is not None:
-                        return f"lost the stream ({self._gap_reason}) and did not get it back before the stop"
-                    return None
+                    return None if self._gap_from_ms is None else await self._unrecovered()
                 if not self._ever_live:
                     raise LiveClientError(ended.code, ended.reason)  # never started: as before, exit 2
                 if ended.live and self._gap_from_ms is None and self._last is not None:
@@ -165,9 +163,11 @@ class StreamSessions:
                     self._gap_from_ms = self._last.last_progress_ms or self._last.started_ms
                     self._gap_rate = min(self._last.sample_fps, self._native_fps)
                 if not self.reconnect or ended.code in PERMANENT_CODES:
+                    self._gap_reason = self._gap_reason or ended.reason
+                    await self._close_gap(wall_ms(), None)  # the frames since the last sign of life
                     return f"lost the stream: {ended.reason}"
                 if not await self._pause(stop, ended.reason):
-                    return f"lost the stream ({self._gap_reason}) and did not get it back before the stop"
+                    return await self._unrecovered()
         finally:
             await self._stop_drain()
 
@@ -265,20 +265,38 @@ class StreamSessions:
             await asyncio.wait_for(stop.wait(), delay)
         return not (stop.is_set() or self._source_ended())
 
+    async def _unrecovered(self) -> str:
+        reason = self._gap_reason
+        await self._close_gap(wall_ms(), None)
+        return f"lost the stream ({reason}) and did not get it back before the stop"
+
     async def _recovered(self, session: str, now_ms: float) -> None:
+        await self._close_gap(now_ms, session)
+
+    async def _close_gap(self, now_ms: float, session: str | None) -> None:
+        """Count the gap's frames as drops and write its record; ``session``: the one that ended it."""
         if self._gap_from_ms is None:
             return
         rate = self._gap_rate or min(self.options.sample_fps or 0.0, self._native_fps)
         gap = self.ledger.gap(self._gap_from_ms, now_ms, rate, self._gap_reason)
-        log.info(
-            "stream back after %.1f s and %d attempt(s) (new session %s); %d sampled frames of the gap "
-            "counted as dropped (%s)",
-            (gap.to_ms - gap.from_ms) / 1000.0,
-            self._attempt,
-            session,
-            gap.dropped,
-            gap.reason,
-        )
+        seconds = (gap.to_ms - gap.from_ms) / 1000.0
+        if session is None:
+            log.warning(
+                "%d sampled frames of the last %.1f s counted as dropped (%s)",
+                gap.dropped,
+                seconds,
+                gap.reason,
+            )
+        else:
+            log.info(
+                "stream back after %.1f s and %d attempt(s) (new session %s); %d sampled frames of the gap "
+                "counted as dropped (%s)",
+                seconds,
+                self._attempt,
+                session,
+                gap.dropped,
+                gap.reason,
+            )
         self._gap_from_ms, self._gap_reason, self._gap_rate, self._attempt = None, "", 0.0, 0
         await self._on_gap(gap)
 

@@ -219,8 +219,10 @@ def test_a_bye_from_the_server_before_the_stop_exits_1_with_one_line(
     assert code == 1
     assert last.startswith("lookout: error: lost the stream: the server sent bye"), last
     assert "closed by the test" in last
-    summary = read_lines(out)[-1]
+    *_, gap, summary = read_lines(out)
     assert summary["event"] == "summary" and summary["lost"] and summary["results"] > 0
+    # The frames since the last result ended nowhere: the run's last gap, written before the summary.
+    assert gap["event"] == "gap" and gap["to_ms"] >= gap["from_ms"] and "closed by the test" in gap["reason"]
 
 
 def test_signaling_killed_without_reconnect_exits_1_with_one_line(
@@ -238,7 +240,8 @@ def test_signaling_killed_without_reconnect_exits_1_with_one_line(
             stack.restart_signaling()
     assert code == 1
     assert last.startswith("lookout: error: lost the stream: signaling connection lost"), last
-    assert read_lines(out)[-1]["lost"]
+    *_, gap, summary = read_lines(out)
+    assert summary["lost"] and gap["event"] == "gap" and gap["reason"].startswith("signaling connection lost")
 
 
 def test_with_reconnect_a_restarted_signaling_gets_the_stream_back_and_the_gap_counted(
