@@ -2,7 +2,11 @@
 
 A headless WebRTC publisher (aiortc, through ``lookout.webrtc_client``) for sources that are not a
 browser's webcam. Detections come back on the signaling WebSocket and are written as JSON lines
-(``--out``, default stdout) or drawn onto the video (``--annotate OUT.mp4``).
+(``--out``, default stdout) or drawn onto the video (``--annotate OUT.mp4``), by ``lookout.stream_sinks``.
+
+Sessions, reconnects and the gap accounting are ``lookout.reconnect`` and ``lookout.stream_ledger``: a
+stream the server ends before it was asked to stop exits 1 with one line, unless ``--reconnect`` gets it
+back (docs/live.md, "`lookout stream`: how it ends, reconnects, and what it writes").
 
 Everything that touches the disk, a camera or a thread join (opening the source, the output files,
 stopping the player, finishing the MP4) runs in a thread: the event loop only moves frames and messages.
@@ -12,16 +16,12 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import collections
 import contextlib
-import json
 import logging
-import sys
 import time
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
 from runtime.bootstrap import stop_requested
 from wire.config import BridgeSettings, SignalingSettings
@@ -31,12 +31,17 @@ log = logging.getLogger("lookout.stream")
 
 ANNEX_B_SUFFIXES = (".ts", ".m2ts", ".mts", ".h264", ".264")
 """Files whose H.264 can pass through undecoded (aiortc needs Annex-B; MP4 stores AVCC)."""
-RECENT_FRAMES = 30
 PROGRESS_EVERY_S = 5.0
 
 
 class StreamError(LookoutError):
     """The source cannot be opened or the options do not fit together."""
+
+
+class StreamLostError(LookoutError):
+    """The server ended the stream, or signaling went away, and it did not come back. Exit 1."""
+
+    exit_code = 1
 
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -49,7 +54,8 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         "what the workers detect: one JSON line per analysed frame (--out FILE.jsonl, default stdout), or "
         "the video with boxes drawn (--annotate OUT.mp4). SOURCE is a video file, an rtsp:// or http(s):// "
         "camera URL, or a V4L2 device such as /dev/video0. Runs until the source ends, --duration passes, "
-        "or Ctrl-C / SIGTERM (exit 0).",
+        "or Ctrl-C / SIGTERM (exit 0). A stream the server ends first, or lost with signaling, exits 1 "
+        "unless --reconnect gets it back.",
     )
     parser.add_argument("source", help="video file, rtsp:// or http(s):// URL, or /dev/videoN")
     parser.add_argument(
@@ -76,6 +82,13 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         "--annotate", type=Path, default=None, metavar="OUT.mp4", help="write the annotated video"
     )
     parser.add_argument("--duration", type=float, default=None, help="stop after this many seconds")
+    parser.add_argument(
+        "--reconnect",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="when the stream is lost, join again with backoff (0.5 s doubling to 10 s, jitter) and count "
+        "the frames of the gap as dropped (default: on for rtsp:// and /dev/video sources, off for files)",
+    )
     parser.add_argument("--api-key", default=None, help="the server's API key (default: $LOOKOUT_API_KEY)")
     parser.add_argument(
         "--ice-host",
@@ -147,139 +160,6 @@ def open_source(source: str, *, loop: bool, codec: str | None) -> Source:
     return Source(player.video, passthrough, fps, f"{source} ({how})")
 
 
-class RecentFrames:
-    """The last frames sent, by wall-clock time, so that boxes are drawn on the frame they belong to."""
-
-    def __init__(self, track: Any) -> None:
-        from aiortc.mediastreams import MediaStreamTrack
-
-        outer = self
-
-        class Tee(MediaStreamTrack):
-            kind = "video"
-
-            async def recv(self) -> Any:
-                frame = await track.recv()
-                outer.frames.append((time.time() * 1000.0, frame))
-                return frame
-
-            def stop(self) -> None:
-                super().stop()
-                track.stop()
-
-        self.frames: collections.deque[tuple[float, Any]] = collections.deque(maxlen=RECENT_FRAMES)
-        self.track = Tee()
-
-    def nearest(self, wall_ms: float) -> Any | None:
-        if not self.frames:
-            return None
-        return min(self.frames, key=lambda item: abs(item[0] - wall_ms))[1]
-
-
-class JsonLines:
-    """One JSON line per detections message, written off the event loop.
-
-    Build it in a thread (``await asyncio.to_thread(JsonLines, path)``): it creates and opens the file.
-    """
-
-    def __init__(self, path: Path | None) -> None:
-        self._file: IO[str] = sys.stdout
-        if path is not None:
-            try:
-                path.parent.mkdir(parents=True, exist_ok=True)
-                self._file = path.open("w", encoding="utf-8")
-            except OSError as exc:
-                raise StreamError(f"cannot write {path}: {exc.strerror or exc}") from exc
-        self._owned = path is not None
-        self._writer = ThreadPoolExecutor(1, thread_name_prefix="jsonl")
-
-    async def write(self, message: Any) -> None:
-        line = json.dumps(message.model_dump(mode="json"), separators=(",", ":")) + "\n"
-        await asyncio.get_running_loop().run_in_executor(self._writer, self._write, line)
-
-    def _write(self, line: str) -> None:
-        self._file.write(line)
-        self._file.flush()
-
-    async def close(self) -> None:
-        await asyncio.to_thread(self._close)
-
-    def _close(self) -> None:
-        self._writer.shutdown(wait=True)
-        if self._owned:
-            self._file.close()
-
-
-class AnnotatedVideo:
-    """The frames that were analysed, with their boxes, as an H.264 MP4 at the analysis rate.
-
-    Build it in a thread (``await asyncio.to_thread(AnnotatedVideo, ...)``): it creates the file.
-    """
-
-    def __init__(self, path: Path, recent: RecentFrames, fps: float) -> None:
-        self.path = path
-        self.recent = recent
-        self.fps = fps
-        self._container: Any = None
-        self._stream: Any = None
-        self.frames = 0
-        self._writer = ThreadPoolExecutor(
-            1, thread_name_prefix="annotate"
-        )  # one thread: frames stay in order
-        try:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            path.touch()
-        except OSError as exc:
-            raise StreamError(f"cannot write {path}: {exc.strerror or exc}") from exc
-
-    async def write(self, message: Any) -> None:
-        frame = self.recent.nearest(message.received_ms)
-        if frame is not None:
-            await asyncio.get_running_loop().run_in_executor(self._writer, self._draw, frame, message)
-
-    def _draw(self, frame: Any, message: Any) -> None:
-        import av
-
-        from inference.annotate import draw_detections
-        from wire.messages import Detection
-
-        image = frame.to_ndarray(format="bgr24")
-        height, width = image.shape[:2]
-        sx, sy = width / max(message.width, 1), height / max(message.height, 1)
-        boxes = [
-            Detection(
-                label=d.label,
-                class_id=d.class_id,
-                score=d.score,
-                box=(d.box[0] * sx, d.box[1] * sy, d.box[2] * sx, d.box[3] * sy),
-            )
-            for d in message.detections
-        ]
-        drawn = draw_detections(image, boxes)
-        if self._container is None:
-            self._container = av.open(str(self.path), mode="w")
-            self._stream = self._container.add_stream("libx264", rate=max(1, round(self.fps)))
-            self._stream.width, self._stream.height = width - width % 2, height - height % 2
-            self._stream.pix_fmt = "yuv420p"
-        out = av.VideoFrame.from_ndarray(drawn[: self._stream.height, : self._stream.width], format="bgr24")
-        for packet in self._stream.encode(out):
-            self._container.mux(packet)
-        self.frames += 1
-
-    async def close(self) -> None:
-        """Flush the encoder and close the MP4, on the writer thread after the frames queued before."""
-        try:
-            await asyncio.get_running_loop().run_in_executor(self._writer, self._finish)
-        finally:
-            await asyncio.to_thread(self._writer.shutdown, wait=True)
-
-    def _finish(self) -> None:
-        if self._container is not None:
-            for packet in self._stream.encode():
-                self._container.mux(packet)
-            self._container.close()
-
-
 def run_stream(args: argparse.Namespace) -> int:
     if args.duration is not None and args.duration <= 0:
         raise StreamError("--duration must be positive")
@@ -290,7 +170,9 @@ def run_stream(args: argparse.Namespace) -> int:
 
 
 async def _stream(args: argparse.Namespace, bridge: BridgeSettings, signaling: SignalingSettings) -> int:
-    from lookout.webrtc_client import publish
+    from lookout.reconnect import SessionOptions, StreamSessions, wants_reconnect
+    from lookout.stream_ledger import Gap, StreamLedger, describe
+    from lookout.stream_sinks import AnnotatedVideo, JsonLines, RecentFrames
 
     source = await asyncio.to_thread(open_source, args.source, loop=args.loop, codec=args.codec)
     track = source.track
@@ -309,6 +191,7 @@ async def _stream(args: argparse.Namespace, bridge: BridgeSettings, signaling: S
         await _stop_track(track)
         raise
     loop = asyncio.get_running_loop()
+    ledger = StreamLedger()
     with stop_requested() as stop:
         if hasattr(source.track, "on"):  # MediaPlayer tracks say when the source has ended
             # It may say so from the thread that stops it (_stop_track): hand the news to the loop.
@@ -336,25 +219,40 @@ async def _stream(args: argparse.Namespace, bridge: BridgeSettings, signaling: S
                         message.latency_ms,
                     )
             elif message.type == "error":
-                log.warning("server error %s: %s", message.code, message.message)
+                log.debug("server error %s: %s", message.code.value, message.message)  # the loss says it once
+
+        async def on_gap(gap: Gap) -> None:
+            await sink.write_event(gap.record())
 
         key = args.api_key if args.api_key is not None else signaling.api_key
         ice_hosts = args.ice_host if args.ice_host is not None else bridge.ice_host_addresses
-        log.info("streaming %s to %s", source.describe, args.server)
+        options = SessionOptions(
+            server_url=args.server,
+            api_key=key,
+            model=args.model,
+            sample_fps=args.fps,
+            codec=args.codec,
+            ice_host_addresses=[a.strip() for a in ice_hosts.split(",") if a.strip()] or None,
+        )
+        reconnect = args.reconnect if args.reconnect is not None else wants_reconnect(args.source)
+        sessions = StreamSessions(
+            track,
+            options,
+            reconnect=reconnect,
+            ledger=ledger,
+            on_message=on_message,
+            on_gap=on_gap,
+            native_fps=source.native_fps,
+        )
+        log.info("streaming %s to %s%s", source.describe, args.server, " (reconnecting)" if reconnect else "")
+        lost: str | None = None
         try:
-            ended = await publish(
-                track,
-                args.server,
-                model=args.model,
-                sample_fps=args.fps,
-                codec=args.codec,
-                api_key=key,
-                on_message=on_message,
-                stop=stop,
-                ice_host_addresses=[a.strip() for a in ice_hosts.split(",") if a.strip()] or None,
-            )
+            lost = await sessions.run(stop)
         finally:
             await _stop_track(track)
+            summary = ledger.summary(lost)
+            with contextlib.suppress(Exception):  # the summary must not hide why the run failed
+                await sink.write_event(summary)
             await sink.close()
     elapsed = time.monotonic() - started
     log.info(
@@ -364,8 +262,9 @@ async def _stream(args: argparse.Namespace, bridge: BridgeSettings, signaling: S
         counts["objects"],
         f"; wrote {args.annotate}" if args.annotate else (f"; wrote {args.out}" if args.out else ""),
     )
-    if ended.type == "error":
-        raise StreamError(f"the server ended the stream: {ended.code}: {ended.message}")
+    log.info("%s", describe(summary))
+    if lost is not None:
+        raise StreamLostError(lost)
     return 0
 
 

@@ -47,6 +47,11 @@ from wire.signaling import (
 
 log = logging.getLogger(__name__)
 
+WS_HEARTBEAT_S = 20.0
+"""WebSocket ping interval: a signaling host that vanishes without closing the socket shows within 1.5x."""
+SOCKET_GONE_ERRORS = (ConnectionError, aiohttp.ClientError, RuntimeError)
+"""What aiohttp raises writing to a socket that is closing or gone (reset, closed transport)."""
+
 ServerMessage = Any  # one of wire.signaling's server messages (a pydantic model with .type)
 OnMessage = Callable[[ServerMessage], Awaitable[None] | None]
 
@@ -57,6 +62,7 @@ class LiveClientError(LookoutError):
     def __init__(self, code: str, message: str) -> None:
         super().__init__(f"{code}: {message}")
         self.code = code
+        self.detail = message
 
 
 class LoopingVideoTrack(VideoStreamTrack):
@@ -191,14 +197,16 @@ class LiveClient:
         self._http = aiohttp.ClientSession()
         headers = {"X-API-Key": self.api_key} if self.api_key else {}
         try:
-            self._ws = await self._http.ws_connect(self.ws_url, headers=headers, max_msg_size=0)
+            self._ws = await self._http.ws_connect(
+                self.ws_url, headers=headers, max_msg_size=0, heartbeat=WS_HEARTBEAT_S
+            )
         except aiohttp.WSServerHandshakeError as exc:
             await self._http.close()
             code = "unauthorized" if exc.status == 401 else "handshake_failed"
             raise LiveClientError(code, f"{self.ws_url}: HTTP {exc.status}") from exc
-        except aiohttp.ClientError as exc:
+        except (aiohttp.ClientError, OSError) as exc:
             await self._http.close()
-            raise LiveClientError("unreachable", f"{self.ws_url}: {exc}") from exc
+            raise LiveClientError("unreachable", f"{self.ws_url}: {exc or type(exc).__name__}") from exc
         self._reader = asyncio.create_task(self._read(), name="live-client-reader")
         hello = await self.wait_for("hello")
         assert isinstance(hello, HelloMessage)
@@ -228,13 +236,32 @@ class LiveClient:
             async with self._arrived:
                 self._arrived.notify_all()
 
+    @property
+    def close_reason(self) -> str:
+        """Why the socket closed, in words (for the one line a client prints)."""
+        if self._ws is None:
+            return "signaling connection not open"
+        error = self._ws.exception()
+        if error is not None:
+            return f"signaling connection lost ({error or type(error).__name__})"
+        code = self._ws.close_code
+        return "signaling closed the connection" + (f" (code {code})" if code is not None else "")
+
     async def send(self, message: dict[str, Any] | str) -> None:
-        """Send a raw message (a dict gets ``v``: PROTOCOL_VERSION added unless it has one)."""
+        """Send a raw message (a dict gets ``v``: PROTOCOL_VERSION added unless it has one).
+
+        Raises LiveClientError ``closed`` when the socket is closing or gone, never a socket error.
+        """
         assert self._ws is not None, "connect first"
-        if isinstance(message, dict):
-            await self._ws.send_json({"v": PROTOCOL_VERSION, **message})
-        else:
-            await self._ws.send_str(message)
+        if self._ws.closed or self.closed.is_set():
+            raise LiveClientError("closed", self.close_reason)
+        try:
+            if isinstance(message, dict):
+                await self._ws.send_json({"v": PROTOCOL_VERSION, **message})
+            else:
+                await self._ws.send_str(message)
+        except SOCKET_GONE_ERRORS as exc:
+            raise LiveClientError("closed", f"signaling connection lost while sending: {exc}") from exc
 
     async def wait_for(
         self, *types: str, timeout_s: float | None = None, predicate: Callable[[Any], bool] | None = None
@@ -256,7 +283,7 @@ class LiveClient:
                     if found is not None:
                         return found
                     if self.closed.is_set():
-                        raise LiveClientError("closed", f"socket closed while waiting for {'/'.join(types)}")
+                        raise LiveClientError("closed", self.close_reason)
                     await self._arrived.wait()
 
         try:
@@ -312,9 +339,11 @@ class LiveClient:
         return [m for m in self.received if m.type == kind]
 
     async def close(self) -> None:
+        """Close the peer connection and the socket; quiet when signaling is already gone."""
         await self._close_pc()
         if self._ws is not None:
-            await self._ws.close()
+            with contextlib.suppress(*SOCKET_GONE_ERRORS, TimeoutError):
+                await self._ws.close()
         if self._reader is not None:
             self._reader.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -338,7 +367,9 @@ async def publish(
     """Publish ``source_track`` to a Lookout server until ``stop`` is set or the server ends the session.
 
     Returns the message that ended it (``bye`` or ``error``), or a ``bye`` after ``stop``. Raises
-    LiveClientError when joining or negotiating fails (``no_worker``, ``no_bridge``, ...).
+    LiveClientError when joining or negotiating fails (``no_worker``, ``no_bridge``, ...), and ``closed``
+    when the signaling socket closes under the session. ``lookout stream`` keeps its sessions going with
+    ``lookout.reconnect`` instead.
     """
     stop = stop or asyncio.Event()
     async with LiveClient(
@@ -353,7 +384,7 @@ async def publish(
         finally:
             stopper.cancel()
             ender.cancel()
-        if ender in done and not ender.cancelled() and ender.exception() is None:
-            return ender.result()
+        if ender in done and not ender.cancelled():
+            return ender.result()  # the ending message, or LiveClientError("closed"): not a stop
         await client.bye()
         return ByeMessage(reason="stopped by the client")

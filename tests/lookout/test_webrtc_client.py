@@ -10,11 +10,14 @@ import signal
 from collections.abc import Iterator
 from pathlib import Path
 
+import aiohttp
 import pytest
+from aiohttp import web
 
-from lookout.webrtc_client import LiveClient, LoopingVideoTrack, publish
+from lookout.webrtc_client import LiveClient, LiveClientError, LoopingVideoTrack, publish
 from tests.support.live_stack import LiveStack
-from wire.signaling import DetectionsMessage
+from tests.support.redis_server import free_port
+from wire.signaling import DetectionsMessage, HelloMessage
 
 pytestmark = pytest.mark.slow
 
@@ -104,6 +107,68 @@ async def test_publish_runs_until_stopped(stack: LiveStack, video_path: Path) ->
         90,
     )
     assert ended.type == "bye" and seen[0] == "hello" and "joined" in seen and "answer" in seen
+
+
+async def test_a_socket_closed_by_the_server_raises_closed_and_closes_quietly() -> None:
+    """A server that says hello and hangs up: sends, waits, bye and close never raise a socket error."""
+
+    async def hang_up(request: web.Request) -> web.WebSocketResponse:
+        ws = web.WebSocketResponse()
+        await ws.prepare(request)
+        hello = HelloMessage(models=[], default_model="yolox_nano", sample_fps=10, max_sample_fps=30)
+        await ws.send_str(hello.model_dump_json())
+        await ws.close()
+        return ws
+
+    app = web.Application()
+    app.router.add_get("/ws", hang_up)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    port = free_port()
+    await web.TCPSite(runner, "127.0.0.1", port).start()
+    try:
+        client = LiveClient(f"http://127.0.0.1:{port}", timeout_s=5)
+        await client.connect()
+        await asyncio.wait_for(client.closed.wait(), 5)
+        with pytest.raises(LiveClientError) as sending:
+            await client.send({"type": "ping"})
+        assert sending.value.code == "closed" and "signaling" in str(sending.value)
+        with pytest.raises(LiveClientError) as waiting:
+            await client.wait_for("bye", "error")
+        assert waiting.value.code == "closed"
+        await client.bye()  # quiet: there is no one to say it to
+        await client.close()
+    finally:
+        await runner.cleanup()
+
+
+async def test_nothing_listening_is_unreachable_not_a_socket_error() -> None:
+    with pytest.raises(LiveClientError) as refused:
+        await LiveClient(f"http://127.0.0.1:{free_port()}").connect()
+    assert refused.value.code == "unreachable"
+    assert not isinstance(refused.value, aiohttp.ClientError)
+
+
+async def test_publish_raises_closed_when_signaling_dies(stack: LiveStack, video_path: Path) -> None:
+    async def kill_on_first_result(message: object) -> None:
+        if getattr(message, "type", "") == "detections" and stack.signaling and stack.signaling.alive():
+            await asyncio.to_thread(stack.kill_signaling)
+
+    try:
+        with pytest.raises(LiveClientError) as lost:
+            await asyncio.wait_for(
+                publish(
+                    LoopingVideoTrack(video_path),
+                    stack.url,
+                    on_message=kill_on_first_result,
+                    ice_host_addresses=LOOPBACK,
+                ),
+                90,
+            )
+        assert lost.value.code == "closed"  # was: a traceback from writing bye to the closed socket
+    finally:
+        if stack.signaling is not None and not stack.signaling.alive():
+            await asyncio.to_thread(stack.restart_signaling)
 
 
 async def test_a_killed_worker_does_not_end_the_session(stack: LiveStack, video_path: Path) -> None:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import signal
+import time
 import urllib.request
 from pathlib import Path
 
@@ -63,6 +64,36 @@ class LiveStack:
             self.workers[name] = LookoutProcess(name, ["worker", "--id", name], self.env)
         self.wait_ready()
         return self
+
+    def kill_signaling(self) -> None:
+        """``kill -9`` signaling: its sockets drop at once and it ends no session itself."""
+        assert self.signaling is not None
+        self.signaling.kill9()
+
+    def restart_signaling(self, timeout_s: float = READY_TIMEOUT_S) -> float:
+        """Start signaling again on its port; returns when it is healthy (the wall clock, ``time.time()``)."""
+        assert self.signaling is not None and not self.signaling.alive()
+        self.signaling.stop()
+        self._signaling_starts = getattr(self, "_signaling_starts", 1) + 1
+        self.signaling = LookoutProcess(
+            f"{self.name}-signaling-{self._signaling_starts}",
+            ["signaling", "--host", "127.0.0.1", "--port", str(self.port)],
+            self.env,
+        )
+        if not poll_until(self.healthy, timeout_s, [self.signaling]):
+            raise AssertionError(f"signaling not healthy again after {timeout_s:.0f} s\n{self.logs()}")
+        return time.time()
+
+    def restart_bridge(self, name: str, timeout_s: float = READY_TIMEOUT_S) -> float:
+        """Start a killed bridge again under its id; returns when its heartbeat is back (``time.time()``)."""
+        old = self.bridges[name]
+        assert not old.alive(), f"{name} still runs"
+        old.stop()
+        again = self.bridges[name] = LookoutProcess(f"{name}-again", ["bridge", "--id", name], self.env)
+        back = poll_until(lambda: name in self.live(self.keys.bridge_pattern()), timeout_s, [again])
+        if not back:
+            raise AssertionError(f"{name} not registered again after {timeout_s:.0f} s\n{self.logs()}")
+        return time.time()
 
     def live(self, pattern: str) -> set[str]:
         client = Redis.from_url(self.redis_server.url)
