@@ -14,6 +14,7 @@ from wire.config.base import (
     MetricsSection,
     RegistrySection,
     SampleRateSection,
+    SessionSection,
     StreamSettings,
 )
 from wire.config.errors import describe_invalid, known_variables, unknown_variables
@@ -36,6 +37,7 @@ __all__ = [
     "RegistrySection",
     "SampleRateSection",
     "ServedModelSection",
+    "SessionSection",
     "SignalingSettings",
     "StreamSettings",
     "TorchrunSection",

@@ -112,6 +112,23 @@ class StreamSettings(CommonSettings):
     )
 
 
+class SessionSection(BaseSettings):
+    """The live-session record (``wire.bridge_rpc``): kept by signaling, checked by the bridges."""
+
+    model_config = SETTINGS_CONFIG
+
+    session_ttl_s: Seconds = Field(
+        default=10.0,
+        description="Seconds a session record outlives its signaling replica (refreshed while open).",
+    )
+
+    @property
+    def session_refresh_s(self) -> float:
+        """How often the record's owner refreshes it (re-saving it when Redis lost it): a third of its
+        TTL, at least 0.2 s. A bridge tolerates a record missing for about this long (mediabridge.bridge)."""
+        return max(0.2, self.session_ttl_s / 3)
+
+
 class MetricsSection(BaseSettings):
     """The Prometheus endpoint of a process that serves its own (the worker and the bridge).
 
