@@ -17,7 +17,6 @@ from typing import Any
 
 import numpy as np
 import pytest
-
 from redis.exceptions import ConnectionError as RedisConnectionError
 
 from mediabridge.sampler import Sampler, encode_jpeg
@@ -247,7 +246,7 @@ async def test_a_drop_whose_record_redis_cannot_take_is_held_with_its_reason(run
     publisher.down = True
     await sampler.close()  # its shutdown drop cannot be written
     assert publisher.drops == []
-    assert sampler.held_drops.counts == {("m", DropReason.SHUTDOWN): 1}  # type: ignore[attr-defined]
+    assert sampler.held_drops.counts == {("m", DropReason.SHUTDOWN): 1}
 
 
 async def test_a_publish_that_fails_for_another_reason_ends_its_frame_and_raises() -> None:
