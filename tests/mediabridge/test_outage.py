@@ -21,6 +21,7 @@ from redis.asyncio import Redis
 
 from mediabridge import ice
 from mediabridge.bridge import MediaBridge, redis_options
+from mediabridge.sampler import CLOSE_GRACE_S
 from runtime.redis import REDIS_DOWN_ERRORS
 from tests.signaling.ws_harness import StillTrack
 from tests.support.processes import wait_until
@@ -223,7 +224,8 @@ async def test_the_watchdog_spares_a_record_being_saved_again_and_closes_one_gon
 
         await wait_until(closed, timeout=10, interval=0.02, what="the orphaned session closed")
         closed_after = time.monotonic() - gone_at
-        assert grace_s < closed_after < grace_s + 1.0
+        # (closing waits up to CLOSE_GRACE_S for the frames in flight: no worker answers here)
+        assert grace_s < closed_after < grace_s + CLOSE_GRACE_S + 1.5
     finally:
         await pc.close()
         await signaling.aclose()
