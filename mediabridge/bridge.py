@@ -94,7 +94,8 @@ class MediaBridge:
             asyncio.get_running_loop(), self.settings.udp_port_min, self.settings.udp_port_max
         )
         log.info("bridge %s: serving requests on %s", self.id, self.keys.bridge_requests(self.id))
-        await self._beat()
+        with contextlib.suppress(*REDIS_DOWN_ERRORS):  # Redis gone since the start: the loop beats later
+            await self._beat()
         loops = {
             "heartbeat": self._heartbeat_loop,
             "requests": self._request_loop,
