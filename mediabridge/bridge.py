@@ -23,7 +23,7 @@ from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialWithJitterBackoff
 
 from mediabridge import ice, supervise
-from mediabridge.orphans import OrphanCheck, missing_grace_s
+from mediabridge.orphans import OrphanCheck
 from mediabridge.peer import BadOfferError, PeerSession
 from mediabridge.tally import DropTally
 from runtime.redis import REDIS_DOWN_ERRORS, Outage, heartbeat_loop
@@ -35,7 +35,6 @@ from wire.bridge_rpc import (
     next_request,
     publish_event,
     send_reply,
-    session_alive,
 )
 from wire.config import BridgeSettings
 from wire.keys import Keys
@@ -86,7 +85,7 @@ class MediaBridge:
         self._handlers: set[asyncio.Task[None]] = set()
         self.tally = DropTally(redis, self.keys)
         """Drops Redis could not take when they happened, until they are added to its tally."""
-        self.orphans = OrphanCheck(missing_grace_s(settings.session_refresh_s))
+        self.orphans = OrphanCheck(settings.session_ttl_s)
 
     async def run(self, stop: asyncio.Event) -> None:
         """Serve until ``stop`` is set, then close every session and withdraw the heartbeat."""
@@ -228,9 +227,9 @@ class MediaBridge:
     async def _watchdog_loop(self) -> None:
         """Close the sessions whose owner is gone, by the rule of ``mediabridge.orphans``.
 
-        A session whose record has been missing for longer than ``2 * session_refresh_s`` has no
-        signaling replica behind it any more (tab gone, replica crashed): its peer connection must not
-        run on. A record merely being saved again (after a Redis restart) is missing for less.
+        A session whose record has been missing for longer than twice its owner's refresh interval
+        has no signaling replica behind it any more (tab gone, replica crashed): its peer connection
+        must not run on. A record merely being saved again (after a Redis restart) is missing for less.
         Checked every ``heartbeat_interval_s``.
         """
         outage = Outage(f"checking the session records of bridge {self.id}", log)
@@ -246,9 +245,10 @@ class MediaBridge:
 
     async def _check_sessions(self) -> None:
         for session_id, peer in list(self.sessions.items()):
-            alive = await session_alive(self.redis, self.keys, session_id)
+            pttl_ms = int(await self.redis.pttl(self.keys.session(session_id)))
+            ttl_s = None if pttl_ms == -2 else max(0, pttl_ms) / 1000  # -2: missing; -1: no expiry
             now = time.monotonic()
-            if self.orphans.orphaned(session_id, alive=alive, now=now):
+            if self.orphans.orphaned(session_id, ttl_s=ttl_s, now=now):
                 missing_s = self.orphans.missing_for(session_id, now)
                 await peer.close(f"session record missing for {missing_s:.1f} s (its signaling is gone)")
 

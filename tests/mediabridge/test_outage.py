@@ -204,7 +204,7 @@ async def test_the_watchdog_spares_a_record_being_saved_again_and_closes_one_gon
     signaling = Redis.from_url(private_redis.url)
     pc = RTCPeerConnection(ice.rtc_configuration(""))
     record = SessionRecord(session="s-race", bridge=BRIDGE, model=MODEL, sample_fps=10)
-    grace_s = bridge.orphans.grace_s
+    grace_s = bridge.orphans.grace_s("s-race")
     assert grace_s == pytest.approx(2 * SESSION_TTL_S / 3)
     try:
         await open_session(signaling, keys, "s-race", pc)
@@ -212,7 +212,7 @@ async def test_the_watchdog_spares_a_record_being_saved_again_and_closes_one_gon
         for _ in range(4):
             await delete_session(signaling, keys, "s-race")
             await asyncio.sleep(SESSION_TTL_S / 3)  # the watchdog checks every 0.2 s meanwhile
-            await save_session(signaling, keys, record, ttl_s=60)
+            await save_session(signaling, keys, record, ttl_s=SESSION_TTL_S)
             await asyncio.sleep(0.3)
         assert "s-race" in bridge.sessions
         # Gone for good: closed once missing past the grace, not before.

@@ -16,6 +16,7 @@ from wire.config.base import (
     SampleRateSection,
     SessionSection,
     StreamSettings,
+    session_refresh_interval,
 )
 from wire.config.errors import describe_invalid, known_variables, unknown_variables
 from wire.config.services import (
@@ -47,5 +48,6 @@ __all__ = [
     "WorkerSettings",
     "describe_invalid",
     "known_variables",
+    "session_refresh_interval",
     "unknown_variables",
 ]
