@@ -162,7 +162,16 @@ class MediaBridge:
         if now_ms() > request.deadline_ms:
             log.info("bridge %s: ignoring stale offer for session %s", self.id, request.session)
             return
-        reply = await self._offer(request)
+        try:
+            reply = await self._offer(request)
+        except Exception as exc:  # a bug: still answer, so that signaling need not wait for its timeout
+            log.exception("bridge %s: offer for session %s crashed", self.id, request.session)
+            reply = BridgeReply(
+                request_id=request.request_id,
+                ok=False,
+                code="internal",
+                message=f"the bridge failed to answer: {type(exc).__name__}",
+            )
         try:
             await send_reply(self.redis, self.keys, reply, ttl_s=REPLY_TTL_S)
         except REDIS_DOWN_ERRORS as exc:
