@@ -40,11 +40,11 @@ def run_bridge(args: argparse.Namespace) -> int:
 
 async def _serve(settings: BridgeSettings) -> int:
     from mediabridge import ice
-    from mediabridge.bridge import MediaBridge
+    from mediabridge.bridge import MediaBridge, redis_options
 
     ice.restrict_host_addresses(ice.split_list(settings.ice_host_addresses))  # checked by the settings
     bootstrap.serve_metrics(settings.metrics_port, service="bridge")
-    redis = await bootstrap.connect_redis(settings.redis_url, service="bridge")
+    redis = await bootstrap.connect_redis(settings.redis_url, service="bridge", **redis_options())
     bridge = MediaBridge(settings, redis)
     push = bootstrap.start_push(settings, service="bridge")
     print(f"lookout bridge {bridge.id}: ready (redis {settings.redis_url})", flush=True)

@@ -1,18 +1,24 @@
-"""One WebRTC session at the bridge: the aiortc peer connection, its track reader and its sampler."""
+"""One WebRTC session at the bridge: the aiortc peer connection, its track reader and its sampler.
+
+Its tasks ride out Redis outages themselves (the sampler counts what it cannot publish); one that
+crashes anyway is logged with its traceback and closes the session with the reason (announced as
+failed, so signaling tells the client) rather than leaving it open with nothing running.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
+from typing import Any
 
 from aiortc import MediaStreamTrack, RTCPeerConnection, RTCSessionDescription
 from aiortc.mediastreams import MediaStreamError
 from redis.asyncio import Redis
 
-from mediabridge import ice
-from mediabridge.sampler import Sampler
+from mediabridge import ice, supervise
+from mediabridge.sampler import DropCounter, Sampler
 from wire.client import FrameClient
 from wire.config import BridgeSettings
 from wire.keys import Keys
@@ -41,6 +47,7 @@ class PeerSession:
         redis: Redis,
         keys: Keys,
         settings: BridgeSettings,
+        held_drops: DropCounter,
         on_closed: Callable[[PeerSession, str, bool, bool], Awaitable[None]],
     ) -> None:
         self.session = session
@@ -50,6 +57,7 @@ class PeerSession:
         self.client = FrameClient(redis, keys=keys, settings=settings, session=session, site=DropSite.BRIDGE)
         self.sampler = Sampler(
             self.client,
+            held_drops=held_drops,
             model=model,
             sample_fps=sample_fps,
             in_flight=settings.in_flight,
@@ -83,14 +91,21 @@ class PeerSession:
         except Exception as exc:  # aiortc raises many kinds on bad SDP; the client just needs to know
             raise BadOfferError(f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__) from exc
         await self.client.start()
-        self._tasks.append(asyncio.create_task(self.sampler.run(), name=f"sampler:{self.session}"))
-        self._tasks.append(asyncio.create_task(self._connect_watchdog(), name=f"connect:{self.session}"))
+        self._start(self.sampler.run(), "sampler")
+        self._start(self._connect_watchdog(), "connect")
         return ice.advertise_address(self._pc.localDescription.sdp, self.settings.advertised_address)
 
     def _on_track(self, track: MediaStreamTrack) -> None:
         if track.kind == "video":
             log.info("session %s: receiving video", self.session)
-            self._tasks.append(asyncio.create_task(self._read(track), name=f"track:{self.session}"))
+            self._start(self._read(track), "track")
+
+    def _start(self, coro: Coroutine[Any, Any, None], what: str) -> None:
+        task = asyncio.create_task(coro, name=f"{what}:{self.session}")
+        self._tasks.append(supervise.watch(task, f"session {self.session}'s {what} task", self._crashed))
+
+    async def _crashed(self, exc: BaseException) -> None:
+        await self.close(f"internal error: {type(exc).__name__}: {exc}", failed=True)
 
     async def _on_state(self) -> None:
         state = self._pc.connectionState
@@ -134,4 +149,5 @@ class PeerSession:
         with contextlib.suppress(Exception):
             await self._pc.close()
         await self.client.close()
+        log.info("session %s: closed; frames: %s", self.session, self.sampler.accounting())
         await self._on_closed(self, reason, failed, announce)

@@ -7,18 +7,27 @@ for the publisher; a newer accepted frame replaces a waiting one (the latest fra
 replaced one is dropped at the bridge: ``in_flight_limit`` when the session already has its maximum of
 frames at the workers, ``superseded`` when the publisher was merely busy encoding. So latency is bounded
 by one sample interval plus the in-flight frames, however slow inference is.
+
+A Redis outage is a state the sampler lives through: it goes on sampling, and each frame it cannot
+publish ends as a ``redis_unavailable`` drop (a frame replaced in the mailbox meanwhile too), counted in
+the metric at once and held by a ``DropCounter`` (the bridge's ``DropTally``) for the Redis tally, like
+every other drop whose record Redis could not take. It tries the newest frame again after a pause that
+grows to one second, so publishing resumes within about a second of Redis answering again. The outage
+is logged once when it starts and once when it ends.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+from collections import Counter
 from dataclasses import dataclass
 from typing import Any, Protocol
 
 import cv2
 import numpy as np
 
+from runtime.redis import REDIS_DOWN_ERRORS, Outage
 from wire.messages import DropReason, DropRecord, DropSite, ResultMessage, now_ms
 from wire.metrics import FRAMES_IN
 from wire.tasks import cancel_and_wait
@@ -57,6 +66,12 @@ class FramePublisher(Protocol):
     ) -> None: ...
 
 
+class DropCounter(Protocol):
+    """Where drops go that Redis cannot take now (``mediabridge.tally.DropTally``; a fake in tests)."""
+
+    def count(self, model: str, reason: DropReason) -> None: ...
+
+
 class VideoFrameLike(Protocol):
     """What the sampler needs of an ``av.VideoFrame``."""
 
@@ -89,6 +104,7 @@ class Sampler:
         self,
         client: FramePublisher,
         *,
+        held_drops: DropCounter,
         model: str,
         sample_fps: float,
         in_flight: int,
@@ -96,6 +112,7 @@ class Sampler:
         deadline_ms: float,
     ) -> None:
         self.client = client
+        self.held_drops = held_drops
         self.model = model
         self.interval_ms = 1000.0 / sample_fps
         self.in_flight_limit = in_flight
@@ -104,6 +121,15 @@ class Sampler:
         self.accepted = 0
         self.published = 0
         self.dropped = 0
+        self.drops_by_reason: Counter[DropReason] = Counter()
+        """Frames dropped here, at the bridge (``dropped`` in all), by reason."""
+        self.results = 0
+        """Published frames that ended as a result."""
+        self.later_drops: Counter[DropReason] = Counter()
+        """Published frames that ended as a drop (at a worker, or a timeout of the bridge's client)."""
+        self.unresolved = 0
+        """Published frames still out when the session closed (ended as timeouts by ``FrameClient``)."""
+        self._outage = Outage(f"publishing the frames of session {client.session}", log)
         self._next_due_ms = 0.0
         self._mailbox: _Accepted | None = None
         self._wake = asyncio.Event()
@@ -117,6 +143,11 @@ class Sampler:
     @property
     def in_flight(self) -> int:
         return self._in_flight
+
+    @property
+    def redis_down(self) -> bool:
+        """Whether the last publish failed because Redis is down (and none has succeeded since)."""
+        return self._outage.down
 
     def push(self, frame: VideoFrameLike, received_ms: float | None = None) -> bool:
         """Offer a decoded frame (called for every frame); True when it was accepted for inference."""
@@ -137,11 +168,12 @@ class Sampler:
         waiting = self._mailbox
         self._mailbox = accepted
         if waiting is not None:
-            reason = (
-                DropReason.IN_FLIGHT_LIMIT
-                if self._in_flight >= self.in_flight_limit
-                else DropReason.SUPERSEDED
-            )
+            if self._outage.down:
+                reason = DropReason.REDIS_UNAVAILABLE
+            elif self._in_flight >= self.in_flight_limit:
+                reason = DropReason.IN_FLIGHT_LIMIT
+            else:
+                reason = DropReason.SUPERSEDED
             self._drop(waiting.seq, reason, f"replaced by frame {accepted.seq}")
         self._wake.set()
         return True
@@ -184,9 +216,17 @@ class Sampler:
                 deadline_ms=deadline,
                 seq=item.seq,
             )
-        except Exception:
+        except REDIS_DOWN_ERRORS as exc:
             self._release()
+            self._drop(item.seq, DropReason.REDIS_UNAVAILABLE, f"redis unavailable: {exc}")
+            await self._outage.failed(exc)  # frames sampled meanwhile replace each other as such drops
+            return
+        except Exception as exc:
+            # A bug: end the frame (counted) before the crash closes the session (mediabridge.peer).
+            self._release()
+            self._drop(item.seq, DropReason.SHUTDOWN, f"publishing failed: {type(exc).__name__}")
             raise
+        self._outage.ok()
         self.published += 1
         timeout_s = max(0.5, (deadline - now_ms()) / 1000.0 + 2.0)
         self._spawn(self._waiters, self._await_outcome(seq, future, timeout_s))
@@ -195,9 +235,16 @@ class Sampler:
         self, seq: int, future: asyncio.Future[ResultMessage | DropRecord], timeout_s: float
     ) -> None:
         try:
-            await self.client.wait(seq, future, model=self.model, timeout_s=timeout_s)
+            outcome = await self.client.wait(seq, future, model=self.model, timeout_s=timeout_s)
+        except asyncio.CancelledError:
+            self.unresolved += 1  # closing: FrameClient.close ends it as a client timeout
+            raise
         finally:
             self._release()
+        if isinstance(outcome, DropRecord):
+            self.later_drops[outcome.reason] += 1
+        else:
+            self.results += 1
 
     def _acquire(self) -> None:
         self._in_flight += 1
@@ -210,9 +257,30 @@ class Sampler:
             self._slot_free.set()
 
     def _drop(self, seq: int, reason: DropReason, detail: str) -> None:
-        self.dropped += 1  # FrameClient.drop counts it in FRAMES_DROPPED and the Redis tally
-        record = self.client.drop(seq, model=self.model, reason=reason, site=DropSite.BRIDGE, detail=detail)
-        self._spawn(self._drops, record)
+        self.dropped += 1
+        self.drops_by_reason[reason] += 1
+        if reason is DropReason.REDIS_UNAVAILABLE:
+            self.held_drops.count(self.model, reason)  # no record: nowhere to write it
+        else:
+            self._spawn(self._drops, self._record_drop(seq, reason, detail))
+
+    async def _record_drop(self, seq: int, reason: DropReason, detail: str) -> None:
+        # FrameClient.drop counts it in FRAMES_DROPPED and the Redis tally, with its record; when Redis
+        # cannot take it, the held drops count it (the record is lost, the count is not).
+        try:
+            await self.client.drop(seq, model=self.model, reason=reason, site=DropSite.BRIDGE, detail=detail)
+        except REDIS_DOWN_ERRORS:
+            self.held_drops.count(self.model, reason)
+
+    def accounting(self) -> str:
+        """What became of the session's sampled frames, for the log line of its end (after ``close``)."""
+        return (
+            f"{self.accepted} sampled; "
+            f"{self.dropped} dropped at the bridge{_by_reason(self.drops_by_reason)}; "
+            f"{self.published} published: {self.results} results, "
+            f"{sum(self.later_drops.values())} dropped{_by_reason(self.later_drops)}, "
+            f"{self.unresolved} unresolved at close (client timeouts)"
+        )
 
     @staticmethod
     def _spawn(tasks: set[asyncio.Task[None]], coro: Any) -> None:
@@ -235,6 +303,12 @@ class Sampler:
         await cancel_and_wait(*self._drops, *self._waiters)
 
 
+def _by_reason(counts: Counter[DropReason]) -> str:
+    if not counts:
+        return ""
+    return " (" + ", ".join(f"{reason.value} {n}" for reason, n in sorted(counts.items())) + ")"
+
+
 def _log_failure(task: asyncio.Task[None]) -> None:
     if not task.cancelled() and task.exception() is not None:
-        log.warning("sampler task failed: %s", task.exception())
+        log.error("sampler task failed", exc_info=task.exception())

@@ -17,7 +17,7 @@ import socket
 import sys
 import uuid
 from collections.abc import Iterator
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from pydantic import Field
 from pydantic_settings import BaseSettings
@@ -94,12 +94,14 @@ def _requested(stop: asyncio.Event, sig: signal.Signals) -> None:
     stop.set()
 
 
-async def connect_redis(url: str, *, service: str) -> Redis:
-    """A client of ``url`` that has answered a PING; else ``RedisUnreachableError`` in one line."""
+async def connect_redis(url: str, *, service: str, **options: Any) -> Redis:
+    """A client of ``url`` that has answered a PING; else ``RedisUnreachableError`` in one line.
+
+    ``options`` go to ``Redis.from_url`` (a service's own timeouts and retries)."""
     from redis.asyncio import Redis
     from redis.exceptions import RedisError
 
-    redis = Redis.from_url(url, socket_connect_timeout=5)
+    redis = Redis.from_url(url, **{"socket_connect_timeout": 5, **options})
     try:
         await redis.ping()
     except (RedisError, OSError) as exc:

@@ -41,6 +41,9 @@ from wire.tasks import cancel_and_wait
 
 log = logging.getLogger(__name__)
 
+READER_RESTART_S = 1.0
+"""Pause before a client's result reader starts again after it crashed (a bug, not an outage)."""
+
 StreamReply = list[tuple[bytes, list[tuple[bytes, Fields]]]] | None
 """What XREAD / XREADGROUP return without ``decode_responses`` (RESP2)."""
 
@@ -257,10 +260,17 @@ class FrameClient:
         return bool(await live_workers(self.redis, self.keys, model))
 
     async def _read_outcomes(self) -> None:
-        async for outcome in self._iter_with_ready():
-            waiting = self._pending.get(outcome.seq)
-            if waiting is not None and not waiting[0].done():
-                waiting[0].set_result(outcome)
+        # Supervised: iter_outcomes rides out Redis outages itself; anything else it raises is a bug,
+        # logged, and the reader starts again (outcomes published meanwhile end as timeouts, counted).
+        while True:
+            try:
+                async for outcome in self._iter_with_ready():
+                    waiting = self._pending.get(outcome.seq)
+                    if waiting is not None and not waiting[0].done():
+                        waiting[0].set_result(outcome)
+            except Exception:
+                log.exception("session %s: reading its results failed; reading them again", self.session)
+                await asyncio.sleep(READER_RESTART_S)
 
     async def _iter_with_ready(self) -> AsyncIterator[Outcome]:
         # Position the reader before any submit can publish, then signal readiness.

@@ -59,6 +59,8 @@ class DropReason(StrEnum):
     """The model raised while running this frame."""
     TRIMMED = "trimmed"
     """The frame stream's MAXLEN trimmed the entry before a worker finished it (session unknown)."""
+    REDIS_UNAVAILABLE = "redis_unavailable"
+    """Redis was down when the bridge sampled the frame, so it could not be published (tallied later)."""
 
 
 class DropSite(StrEnum):

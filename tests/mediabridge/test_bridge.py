@@ -14,6 +14,7 @@ from aiortc import RTCPeerConnection, RTCSessionDescription
 from prometheus_client import REGISTRY
 from redis.asyncio import Redis
 
+from mediabridge import bridge as bridge_module
 from mediabridge import ice
 from mediabridge.bridge import MediaBridge
 from tests.signaling.ws_harness import StillTrack, running_bridge
@@ -130,6 +131,19 @@ async def test_a_full_bridge_refuses_and_an_expired_session_is_closed(
     finally:
         await first.close()
         await second.close()
+
+
+async def test_an_offer_that_crashes_the_bridge_is_answered_internal(
+    bridge: MediaBridge, redis: Redis, keys: Keys, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def broken(**kwargs: object) -> None:
+        raise RuntimeError("constructor bug")
+
+    monkeypatch.setattr(bridge_module, "PeerSession", broken)
+    offer = OfferRequest(session="s-bug", sdp="v=0", model=MODEL, sample_fps=10, deadline_ms=now_ms() + 9e3)
+    reply = await call_bridge(redis, keys, "bridge-t", offer, timeout_s=20)
+    assert not reply.ok and reply.code == "internal" and "RuntimeError" in reply.message
+    assert not bridge.sessions
 
 
 async def test_a_stale_offer_is_ignored(bridge: MediaBridge, redis: Redis, keys: Keys) -> None:

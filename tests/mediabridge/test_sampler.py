@@ -1,18 +1,23 @@
-"""The sampler: sample rate, latest-frame-wins, in-flight limit, every accepted frame ends once.
+"""The sampler: sample rate, latest-frame-wins, in-flight limit, every accepted frame ends once, and a
+Redis outage lived through (frames counted as ``redis_unavailable``, publishing resumed).
 
 A fake publisher stands in for FrameClient here (no Redis): it records submissions and drops and lets
-the test decide when a worker "answers". The real FrameClient path is covered by the live tests.
+the test decide when a worker "answers", and when "Redis" is down. The real FrameClient path through a
+real Redis restart is in tests/mediabridge/test_outage.py.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
+from collections import Counter
 from collections.abc import Callable
 from typing import Any
 
 import numpy as np
 import pytest
+from redis.exceptions import ConnectionError as RedisConnectionError
 
 from mediabridge.sampler import Sampler, encode_jpeg
 from tests.support.processes import wait_until
@@ -36,6 +41,9 @@ class FakePublisher:
         self.submitted: dict[int, asyncio.Future[ResultMessage | DropRecord]] = {}
         self.meta: dict[int, dict[str, Any]] = {}
         self.drops: list[tuple[int, DropReason, DropSite]] = []
+        self.down = False
+        """While True, submit and drop raise what redis-py raises when the server is gone."""
+        self.failed_submits = 0
 
     def next_seq(self) -> int:
         self.seq += 1
@@ -43,6 +51,9 @@ class FakePublisher:
 
     async def submit(self, jpeg: bytes, **kw: Any) -> tuple[int, asyncio.Future[ResultMessage | DropRecord]]:
         assert jpeg[:2] == b"\xff\xd8"
+        if self.down:
+            self.failed_submits += 1
+            raise RedisConnectionError("Error 111 connecting to 127.0.0.1:6379. Connection refused.")
         future: asyncio.Future[ResultMessage | DropRecord] = asyncio.get_running_loop().create_future()
         self.submitted[kw["seq"]] = future
         self.meta[kw["seq"]] = kw
@@ -54,6 +65,8 @@ class FakePublisher:
     async def drop(
         self, seq: int, *, model: str, reason: DropReason, site: DropSite, detail: str = ""
     ) -> None:
+        if self.down:
+            raise RedisConnectionError("Connection refused.")
         self.drops.append((seq, reason, site))
 
     def answer(self, seq: int) -> None:
@@ -71,6 +84,16 @@ class FakePublisher:
         )
 
 
+class HeldDrops:
+    """Stands in for the bridge's DropTally."""
+
+    def __init__(self) -> None:
+        self.counts: Counter[tuple[str, DropReason]] = Counter()
+
+    def count(self, model: str, reason: DropReason) -> None:
+        self.counts[(model, reason)] += 1
+
+
 async def until(predicate: Callable[[], bool], what: str) -> None:
     """Wait for the sampler's tasks (encoding runs in a thread) without assuming how fast they are."""
     await wait_until(lambda: _now(predicate), timeout=20, interval=0.01, what=what)
@@ -80,10 +103,22 @@ async def _now(predicate: Callable[[], bool]) -> bool:
     return predicate()
 
 
+def make_sampler(publisher: FakePublisher, held: HeldDrops | None = None) -> Sampler:
+    return Sampler(
+        publisher,
+        held_drops=held or HeldDrops(),
+        model="m",
+        sample_fps=10,
+        in_flight=2,
+        jpeg_quality=80,
+        deadline_ms=5000,
+    )
+
+
 @pytest.fixture
 async def running() -> Any:
     publisher = FakePublisher()
-    sampler = Sampler(publisher, model="m", sample_fps=10, in_flight=2, jpeg_quality=80, deadline_ms=5000)
+    sampler = make_sampler(publisher)
     task = asyncio.create_task(sampler.run())
     yield publisher, sampler
     task.cancel()
@@ -154,3 +189,96 @@ async def test_a_frame_waiting_at_close_is_counted_as_shutdown(running: Any) -> 
     await sampler.close()
     assert (2, DropReason.SHUTDOWN, DropSite.BRIDGE) in publisher.drops
     assert not sampler.push(Frame(), 99999.0)  # closed: nothing more is accepted
+
+
+async def test_a_redis_outage_counts_every_sampled_frame_and_publishing_resumes_after() -> None:
+    publisher, held = FakePublisher(), HeldDrops()
+    sampler = make_sampler(publisher, held)
+    task = asyncio.create_task(sampler.run())
+    clock = 1000.0
+
+    def feed(frames: int) -> None:
+        nonlocal clock
+        for _ in range(frames):
+            assert sampler.push(Frame(), clock)  # one frame per sample interval: each is accepted
+            clock += 100.0
+
+    try:
+        feed(1)
+        await until(lambda: 0 in publisher.submitted, "frame 0 published")
+        publisher.answer(0)
+        publisher.down = True
+        feed(1)
+        await until(lambda: sampler.redis_down, "the outage noticed")
+        # Sample through the outage, at about the real rate, so that the publisher retries meanwhile.
+        for _ in range(11):
+            feed(1)
+            await asyncio.sleep(0.05)
+        await until(lambda: publisher.failed_submits >= 2, "publishing retried")
+        await until(lambda: sampler.accepted == 1 + sampler.dropped + sampler.in_flight, "frames ended")
+        unavailable = held.counts[("m", DropReason.REDIS_UNAVAILABLE)]
+        assert unavailable == 12 == sampler.drops_by_reason[DropReason.REDIS_UNAVAILABLE]
+        assert set(held.counts) == {("m", DropReason.REDIS_UNAVAILABLE)}  # no superseded, none recorded
+        assert publisher.drops == [] and sampler.published == 1
+        assert not task.done()  # lived through it
+
+        publisher.down = False
+        back = time.monotonic()
+        feed(1)
+        await until(lambda: sampler.published == 2, "publishing resumed")
+        assert time.monotonic() - back < 2.0  # the retry pause grows to 1 s at most
+        assert not sampler.redis_down
+        assert sampler.accepted == sampler.published + sampler.dropped
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+        await sampler.close()
+
+
+async def test_a_drop_whose_record_redis_cannot_take_is_held_with_its_reason(running: Any) -> None:
+    publisher, sampler = running
+    sampler.push(Frame(), 1000.0)
+    await until(lambda: sampler.in_flight == 1, "one frame in flight")
+    sampler.push(Frame(), 1100.0)
+    await until(lambda: sampler.in_flight == 2, "two frames in flight")
+    sampler.push(Frame(), 1200.0)  # waits for a slot
+    publisher.down = True
+    await sampler.close()  # its shutdown drop cannot be written
+    assert publisher.drops == []
+    assert sampler.held_drops.counts == {("m", DropReason.SHUTDOWN): 1}
+
+
+async def test_a_publish_that_fails_for_another_reason_ends_its_frame_and_raises() -> None:
+    publisher = FakePublisher()
+    sampler = make_sampler(publisher)
+
+    async def broken(jpeg: bytes, **kw: Any) -> Any:
+        raise ValueError("a bug")
+
+    publisher.submit = broken  # type: ignore[method-assign]
+    task = asyncio.create_task(sampler.run())
+    sampler.push(Frame(), 1000.0)
+    with pytest.raises(ValueError, match="a bug"):
+        await asyncio.wait_for(task, 20)
+    await sampler.close()
+    assert publisher.drops == [(0, DropReason.SHUTDOWN, DropSite.BRIDGE)]
+    assert sampler.in_flight == 0 and not sampler.push(Frame(), 99999.0)
+
+
+async def test_outcomes_are_tallied_for_the_accounting_line(running: Any) -> None:
+    publisher, sampler = running
+    sampler.push(Frame(), 1000.0)
+    await until(lambda: 0 in publisher.submitted, "frame 0 published")
+    publisher.answer(0)
+    await until(lambda: sampler.results == 1, "its result counted")
+    sampler.push(Frame(), 1100.0)
+    await until(lambda: 1 in publisher.submitted, "frame 1 published")
+    publisher.submitted[1].set_result(
+        DropRecord(session="s-test", seq=1, model="m", reason=DropReason.DEADLINE, site=DropSite.WORKER)
+    )
+    await until(lambda: sampler.later_drops[DropReason.DEADLINE] == 1, "its drop counted")
+    assert sampler.accounting() == (
+        "2 sampled; 0 dropped at the bridge; 2 published: 1 results, 1 dropped (deadline 1), "
+        "0 unresolved at close (client timeouts)"
+    )

@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 from collections.abc import AsyncIterator
-from typing import cast
+from typing import Any, cast
 
 import pytest
 from redis.asyncio import Redis
 
 from tests.support.redis_server import RedisServer
+from wire import client as client_module
 from wire.client import FrameClient, StreamReply, iter_outcomes
 from wire.config import StreamSettings
 from wire.keys import WORKER_GROUP, Keys
@@ -183,3 +185,31 @@ async def test_iter_outcomes_rides_out_a_redis_restart(private_redis: RedisServe
     finally:
         await cancel_and_wait(task)
         await redis.aclose()
+
+
+async def test_a_crashed_result_reader_is_logged_and_reads_again(
+    redis: Redis,
+    keys: Keys,
+    responder: None,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    real = client_module.iter_outcomes
+    calls = 0
+
+    def crashing_once(*args: Any, **kwargs: Any) -> AsyncIterator[Any]:
+        nonlocal calls
+        calls += 1
+        if calls == 1:
+            raise RuntimeError("reader bug")
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(client_module, "iter_outcomes", crashing_once)
+    monkeypatch.setattr(client_module, "READER_RESTART_S", 0.05)
+    caplog.set_level(logging.ERROR, logger="wire.client")
+    async with FrameClient(redis, keys=keys) as client:
+        await asyncio.sleep(0.2)  # the reader has crashed and started again
+        outcome = await client.detect(b"img", model=MODEL, width=4, height=4, timeout_s=10)
+    assert isinstance(outcome, ResultMessage) and calls >= 2
+    crash = next(r for r in caplog.records if "reading its results failed" in r.getMessage())
+    assert crash.exc_info is not None

@@ -14,7 +14,9 @@ from wire.config.base import (
     MetricsSection,
     RegistrySection,
     SampleRateSection,
+    SessionSection,
     StreamSettings,
+    session_refresh_interval,
 )
 from wire.config.errors import describe_invalid, known_variables, unknown_variables
 from wire.config.services import (
@@ -36,6 +38,7 @@ __all__ = [
     "RegistrySection",
     "SampleRateSection",
     "ServedModelSection",
+    "SessionSection",
     "SignalingSettings",
     "StreamSettings",
     "TorchrunSection",
@@ -45,5 +48,6 @@ __all__ = [
     "WorkerSettings",
     "describe_invalid",
     "known_variables",
+    "session_refresh_interval",
     "unknown_variables",
 ]

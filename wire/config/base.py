@@ -112,6 +112,29 @@ class StreamSettings(CommonSettings):
     )
 
 
+class SessionSection(BaseSettings):
+    """The live-session record (``wire.bridge_rpc``): kept by signaling, checked by the bridges."""
+
+    model_config = SETTINGS_CONFIG
+
+    session_ttl_s: Seconds = Field(
+        default=10.0,
+        description="Seconds a session record outlives its signaling replica (refreshed while open).",
+    )
+
+    @property
+    def session_refresh_s(self) -> float:
+        """How often the record's owner refreshes it: ``session_refresh_interval(session_ttl_s)``."""
+        return session_refresh_interval(self.session_ttl_s)
+
+
+def session_refresh_interval(ttl_s: float) -> float:
+    """How often a session record with ``ttl_s`` is refreshed by its owner (re-saved when Redis lost it):
+    a third of its TTL, at least 0.2 s. A bridge tolerates a record missing for about twice this long
+    (``mediabridge.orphans``)."""
+    return max(0.2, ttl_s / 3)
+
+
 class MetricsSection(BaseSettings):
     """The Prometheus endpoint of a process that serves its own (the worker and the bridge).
 

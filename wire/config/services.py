@@ -17,6 +17,7 @@ from wire.config.base import (
     Port,
     SampleRateSection,
     Seconds,
+    SessionSection,
     StreamSettings,
     flags,
     ttl_above_interval,
@@ -102,7 +103,7 @@ class WorkerSettings(StreamSettings, MetricsSection, ServedModelSection):
         return self
 
 
-class BridgeSettings(StreamSettings, MetricsSection, SampleRateSection):
+class BridgeSettings(StreamSettings, MetricsSection, SampleRateSection, SessionSection):
     """``lookout bridge``: one aiortc media bridge."""
 
     bridge_id: str = Field(
@@ -156,7 +157,7 @@ class BridgeSettings(StreamSettings, MetricsSection, SampleRateSection):
         return self
 
 
-class SignalingSettings(StreamSettings, HttpSection, SampleRateSection):
+class SignalingSettings(StreamSettings, HttpSection, SampleRateSection, SessionSection):
     """``lookout signaling``: the web page, WebSocket signaling and the REST API."""
 
     web_dir: Path | None = Field(
@@ -177,10 +178,6 @@ class SignalingSettings(StreamSettings, HttpSection, SampleRateSection):
         default=10 * 1024 * 1024, ge=1024, description="Largest REST request body accepted."
     )
     joins_per_minute: int = Field(default=30, ge=1, description="Joins one WebSocket may make per minute.")
-    session_ttl_s: Seconds = Field(
-        default=10.0,
-        description="Seconds a session record outlives its signaling replica (refreshed while open).",
-    )
     stats_interval_s: Seconds = Field(default=1.0, description="Seconds between stats messages to a session.")
     monitor_interval_s: Seconds = Field(
         default=2.0, description="Seconds between refreshes of the cluster gauges (queues, workers, scale)."
