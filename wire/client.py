@@ -14,6 +14,7 @@ import itertools
 import logging
 import uuid
 from collections.abc import AsyncIterator
+from dataclasses import dataclass
 from types import TracebackType
 from typing import cast
 
@@ -34,13 +35,29 @@ from wire.messages import (
     decode_outcome,
     now_ms,
 )
-from wire.metrics import FRAMES_DROPPED
-from wire.outcomes import publish_outcome
+from wire.outcomes import claim_for_client, publish_outcome
 from wire.redis_down import REDIS_DOWN_ERRORS
 from wire.tasks import cancel_and_wait
 
 log = logging.getLogger(__name__)
 
+
+@dataclass
+class _Waiting:
+    """A submitted frame whose outcome its client waits for."""
+
+    future: asyncio.Future[Outcome]
+    model: str
+    entry_id: str = ""
+    """Its entry on the frame stream, once XADD returned it."""
+
+
+LATE_OUTCOME_WAIT_S = 1.0
+"""How long a timed-out frame's outcome is still awaited when a worker turns out to have ended it."""
+SETTLE_TIMEOUT_S = 30.0
+"""How long a timeout drop Redis could not take is retried: it is counted once Redis answers."""
+CLOSE_SETTLE_S = 5.0
+"""How long ``close`` waits for such drops to be counted before it says how many were not."""
 READER_RESTART_S = 1.0
 """Pause before a client's result reader starts again after it crashed (a bug, not an outage)."""
 
@@ -116,7 +133,8 @@ class FrameClient:
         self.keys = keys or Keys(self.settings.key_prefix)
         self.session = session or f"client-{uuid.uuid4().hex[:12]}"
         self._seq = itertools.count()
-        self._pending: dict[int, tuple[asyncio.Future[Outcome], str]] = {}
+        self._pending: dict[int, _Waiting] = {}
+        self._settling: set[asyncio.Task[None]] = set()
         self._reader: asyncio.Task[None] | None = None
         self._ready = asyncio.Event()
 
@@ -141,11 +159,21 @@ class FrameClient:
             await cancel_and_wait(self._reader)
             self._reader = None
         pending, self._pending = self._pending, {}
-        for seq, (future, model) in pending.items():
-            if not future.done():
-                future.set_result(
-                    await self._timeout_drop(seq, model, "the client closed before the outcome came")
+        for seq, waiting in pending.items():
+            if not waiting.future.done():
+                waiting.future.set_result(
+                    await self._timeout_drop(seq, waiting, "the client closed before the outcome came")
                 )
+        if self._settling:
+            _done, unsettled = await asyncio.wait(list(self._settling), timeout=CLOSE_SETTLE_S)
+            if unsettled:
+                log.warning(
+                    "session %s: %d timeout drop(s) not counted in Redis (unreachable for %.0f s)",
+                    self.session,
+                    len(unsettled),
+                    CLOSE_SETTLE_S,
+                )
+                await cancel_and_wait(*unsettled)
 
     @property
     def in_flight(self) -> int:
@@ -184,9 +212,10 @@ class FrameClient:
         if frame.seq in self._pending:
             raise ValueError(f"frame {frame.seq} of session {self.session} is already in flight")
         future: asyncio.Future[Outcome] = asyncio.get_running_loop().create_future()
-        self._pending[frame.seq] = (future, model)
+        waiting = _Waiting(future, model)
+        self._pending[frame.seq] = waiting
         try:
-            await self.redis.xadd(
+            entry_id = await self.redis.xadd(
                 self.keys.frames(model),
                 frame.to_fields(),
                 maxlen=self.settings.frame_stream_maxlen,
@@ -195,6 +224,7 @@ class FrameClient:
         except BaseException:
             self._pending.pop(frame.seq, None)
             raise
+        waiting.entry_id = entry_id.decode() if isinstance(entry_id, bytes) else str(entry_id)
         return frame.seq, future
 
     async def wait(
@@ -204,13 +234,19 @@ class FrameClient:
         try:
             return await asyncio.wait_for(asyncio.shield(future), timeout_s)
         except TimeoutError:
-            # A late outcome may still be published for this frame; nobody is waiting for it any more.
-            return await self._timeout_drop(seq, model, f"no result within {timeout_s:.1f} s")
+            waiting = self._pending.get(seq) or _Waiting(future, model)
+            return await self._timeout_drop(seq, waiting, f"no result within {timeout_s:.1f} s")
         finally:
             self._pending.pop(seq, None)
 
-    async def _timeout_drop(self, seq: int, model: str, detail: str) -> DropRecord:
-        """A client-side TIMEOUT drop, counted in the Redis tally (best effort) and the metric."""
+    async def _timeout_drop(self, seq: int, waiting: _Waiting, detail: str) -> Outcome:
+        """End a frame nobody waits for any more: a TIMEOUT drop, counted once, or what a worker made of it.
+
+        The drop is counted only if no worker ended the frame (``wire.outcomes.claim_for_client``), so a
+        frame held by a dead worker and claimed by a live one is not counted twice. While Redis is down
+        the claim is retried in the background until it answers.
+        """
+        model = waiting.model
         drop = DropRecord(
             session=self.session,
             seq=seq,
@@ -219,10 +255,52 @@ class FrameClient:
             site=self.site,
             detail=detail,
         )
-        FRAMES_DROPPED.labels(model=model or "unknown", site=drop.site.value, reason=drop.reason.value).inc()
-        with contextlib.suppress(*REDIS_DOWN_ERRORS):
-            await self.redis.hincrby(self.keys.drop_counts(model or "unknown"), drop.reason.value, 1)
-        return drop
+        if not waiting.entry_id:
+            return drop
+        try:
+            claimed = await self._claim(waiting)
+        except REDIS_DOWN_ERRORS:
+            task = asyncio.create_task(self._settle(waiting), name=f"settle:{self.session}:{seq}")
+            self._settling.add(task)
+            task.add_done_callback(self._settling.discard)
+            return drop.model_copy(update={"detail": f"{detail} (counted once Redis is back)"})
+        if claimed:
+            return drop
+        # A worker ended it: its outcome is on the result stream, counted there.
+        if self._reader is not None:
+            with contextlib.suppress(TimeoutError):
+                return await asyncio.wait_for(asyncio.shield(waiting.future), LATE_OUTCOME_WAIT_S)
+        return drop.model_copy(update={"detail": f"{detail}; a worker ended it meanwhile (counted there)"})
+
+    async def _claim(self, waiting: _Waiting) -> bool:
+        return await claim_for_client(
+            self.redis,
+            self.keys,
+            model=waiting.model,
+            entry_id=waiting.entry_id,
+            reason=DropReason.TIMEOUT,
+            site=self.site,
+        )
+
+    async def _settle(self, waiting: _Waiting) -> None:
+        """Retry a timeout claim through a Redis outage, for up to SETTLE_TIMEOUT_S."""
+        delay_s = 0.1
+        loop = asyncio.get_running_loop()
+        give_up = loop.time() + SETTLE_TIMEOUT_S
+        while loop.time() < give_up:
+            await asyncio.sleep(delay_s)
+            delay_s = min(2 * delay_s, 1.0)
+            try:
+                await self._claim(waiting)
+                return
+            except REDIS_DOWN_ERRORS:
+                continue
+        log.warning(
+            "session %s: a timeout drop of %s was not counted in Redis (unreachable for %.0f s)",
+            self.session,
+            waiting.model,
+            SETTLE_TIMEOUT_S,
+        )
 
     async def detect(
         self,
@@ -266,8 +344,8 @@ class FrameClient:
             try:
                 async for outcome in self._iter_with_ready():
                     waiting = self._pending.get(outcome.seq)
-                    if waiting is not None and not waiting[0].done():
-                        waiting[0].set_result(outcome)
+                    if waiting is not None and not waiting.future.done():
+                        waiting.future.set_result(outcome)
             except Exception:
                 log.exception("session %s: reading its results failed; reading them again", self.session)
                 await asyncio.sleep(READER_RESTART_S)

@@ -18,7 +18,7 @@ from typing import cast
 
 from redis.asyncio import Redis
 
-from wire.keys import Keys
+from wire.keys import WORKER_GROUP, Keys
 from wire.messages import DropReason, DropRecord, DropSite, ResultMessage, encode_outcome
 from wire.metrics import FRAMES_DROPPED
 
@@ -154,6 +154,76 @@ async def count_drop(
     if ended:
         _count_metric(model, site, reason)
     return ended
+
+
+# KEYS: frame stream, drop tally. ARGV: group, entry id, reason.
+# Returns 1 when the client's drop ends the frame (counted here), 0 when a worker has ended it or will.
+_CLAIM_FOR_CLIENT = """
+local function later(a, b)
+  local am, as = string.match(a, '(%d+)-(%d+)')
+  local bm, bs = string.match(b, '(%d+)-(%d+)')
+  am, as, bm, bs = tonumber(am), tonumber(as), tonumber(bm), tonumber(bs)
+  return am > bm or (am == bm and as > bs)
+end
+local ok, acked = pcall(redis.call, 'XACK', KEYS[1], ARGV[1], ARGV[2])
+if ok and acked == 1 then
+  -- Pending at a worker (alive or dead): its own end will find nothing to ack and publish nothing.
+  redis.call('HINCRBY', KEYS[2], ARGV[3], 1)
+  return 1
+end
+local delivered = nil
+local found, groups = pcall(redis.call, 'XINFO', 'GROUPS', KEYS[1])
+if found then
+  for _, group in ipairs(groups) do
+    local name, last = nil, nil
+    for i = 1, #group, 2 do
+      if group[i] == 'name' then name = group[i + 1] end
+      if group[i] == 'last-delivered-id' then last = group[i + 1] end
+    end
+    if name == ARGV[1] then delivered = last end
+  end
+end
+if delivered ~= nil and not later(ARGV[2], delivered) then
+  return 0  -- delivered and no longer pending: a worker ended it (or counted it as trimmed)
+end
+-- Never delivered (or its stream or group is gone, with a Redis restart): no worker will end it now.
+redis.call('XDEL', KEYS[1], ARGV[2])
+redis.call('HINCRBY', KEYS[2], ARGV[3], 1)
+return 1
+"""
+
+
+async def claim_for_client(
+    redis: Redis,
+    keys: Keys,
+    *,
+    model: str,
+    entry_id: str,
+    reason: DropReason,
+    site: DropSite,
+    group: str = WORKER_GROUP,
+) -> bool:
+    """End a frame that its client stopped waiting for as a counted drop, unless a worker ended it.
+
+    Without this a frame could be counted twice: as the client's ``timeout`` and, once a live worker
+    claimed it from a dead one, as that worker's ``deadline``. One script decides: a frame still
+    pending at a worker is acked here (the worker's own end then publishes nothing); one never
+    delivered is deleted from the stream, so no worker reads it; either is counted here and True is
+    returned. False means a worker already ended the frame and counted its outcome.
+    """
+    reply = await redis.eval(
+        _CLAIM_FOR_CLIENT,
+        2,
+        keys.frames(model),
+        keys.drop_counts(_tally_model(model)),
+        group,
+        entry_id,
+        reason.value,
+    )
+    claimed = int(reply) == 1
+    if claimed:
+        _count_metric(model, site, reason)
+    return claimed
 
 
 async def drop_counts(redis: Redis, keys: Keys, model: str) -> dict[str, int]:

@@ -278,6 +278,7 @@ async def test_sigterm_finishes_in_flight_frames_and_exits_0(
 ) -> None:
     frames = video_jpegs(video_path, 40)
     alive = [w for w in workers if w.process.alive()]
+    timeouts_before = (await drop_counts(redis, KEYS, MODEL)).get("timeout", 0)
     async with client_for(redis, deadline_ms=120_000) as client:
         for jpeg, width, height in frames:
             await client.submit(jpeg, model=MODEL, width=width, height=height)
@@ -303,7 +304,10 @@ async def test_sigterm_finishes_in_flight_frames_and_exits_0(
         list[tuple[bytes, Fields]],
         await redis.xrange(stream, min=f"({last.decode() if isinstance(last, bytes) else last}", max="+"),
     )
-    assert len(on_stream) + len(waiting) == len(frames)  # ended, or still on the stream for the next worker
+    # Ended at a worker, or (those no worker read) counted as timeouts when the client closed and taken
+    # off the stream, so that no later worker drops them a second time.
+    timeouts = (await drop_counts(redis, KEYS, MODEL)).get("timeout", 0) - timeouts_before
+    assert len(on_stream) + timeouts == len(frames) and waiting == []
     consumers = {c["name"].decode() for c in await redis.xinfo_consumers(stream, WORKER_GROUP)}
     for worker in alive:
         assert await redis.exists(KEYS.worker(worker.id)) == 0

@@ -57,7 +57,8 @@ class LookoutProcess:
         return self.process.poll() is None
 
     def log(self) -> str:
-        self._log.flush()
+        if not self._log.closed:  # stop() closes it
+            self._log.flush()
         return self.log_path.read_text(errors="replace")
 
     def signal(self, sig: int) -> None:

@@ -26,7 +26,8 @@ MODEL = "m"
 
 
 async def _respond(redis: Redis, keys: Keys, *, ignore: set[int] | None = None) -> None:
-    """Answer every frame on the model's stream with an empty result, except the seqs in ``ignore``."""
+    """Answer every frame on the model's stream with an empty result, except the seqs in ``ignore``
+    (those stay pending, as with a worker that died holding them)."""
     stream = keys.frames(MODEL)
     with contextlib.suppress(Exception):
         await redis.xgroup_create(stream, WORKER_GROUP, id="0", mkstream=True)
@@ -37,9 +38,9 @@ async def _respond(redis: Redis, keys: Keys, *, ignore: set[int] | None = None) 
         for _stream, entries in reply or []:
             for entry_id, fields in entries:
                 frame = FrameMessage.from_fields(fields)
-                await redis.xack(stream, WORKER_GROUP, entry_id)
                 if ignore and frame.seq in ignore:
-                    continue
+                    continue  # left pending, as by a worker that died holding it
+                await redis.xack(stream, WORKER_GROUP, entry_id)
                 result = ResultMessage(
                     session=frame.session,
                     seq=frame.seq,
@@ -82,6 +83,45 @@ async def test_a_frame_without_outcome_times_out_as_a_counted_drop(
         assert (await drop_counts(redis, keys, MODEL))["timeout"] == 1
         assert FRAMES_DROPPED.labels(model=MODEL, site="client", reason="timeout")._value.get() == before + 1
         assert client.in_flight == 0
+
+
+async def test_a_timed_out_frame_is_counted_once_even_when_a_worker_ends_it_later(
+    redis: Redis, keys: Keys, responder: None
+) -> None:
+    async with FrameClient(redis, keys=keys) as client:
+        outcome = await client.detect(b"jpeg", model=MODEL, width=1, height=1, timeout_s=30)  # seq 0
+        outcome = await client.detect(b"jpeg", model=MODEL, width=1, height=1, timeout_s=0.5)  # seq 1
+        assert isinstance(outcome, DropRecord) and outcome.reason is DropReason.TIMEOUT
+    # A live worker claims the dead one's frame later and drops it as late: that end publishes nothing.
+    stream = keys.frames(MODEL)
+    claimed = await redis.xautoclaim(stream, WORKER_GROUP, "live", min_idle_time=0, start_id="0-0")
+    assert claimed[1] == []  # the client's timeout took it off the pending list
+    pending = await redis.xpending(stream, WORKER_GROUP)
+    assert pending["pending"] == 0
+    assert await drop_counts(redis, keys, MODEL) == {"timeout": 1}
+
+
+async def test_a_frame_no_worker_read_is_counted_and_taken_off_the_stream(redis: Redis, keys: Keys) -> None:
+    stream = keys.frames(MODEL)
+    await redis.xgroup_create(stream, WORKER_GROUP, id="0", mkstream=True)
+    async with FrameClient(redis, keys=keys) as client:
+        outcome = await client.detect(b"jpeg", model=MODEL, width=1, height=1, timeout_s=0.3)
+        assert isinstance(outcome, DropRecord) and outcome.reason is DropReason.TIMEOUT
+    assert await redis.xlen(stream) == 0  # no worker will read it and drop it a second time
+    assert await drop_counts(redis, keys, MODEL) == {"timeout": 1}
+
+
+async def test_a_frame_a_worker_ended_is_not_counted_again_by_the_client(redis: Redis, keys: Keys) -> None:
+    stream = keys.frames(MODEL)
+    await redis.xgroup_create(stream, WORKER_GROUP, id="0", mkstream=True)
+    async with FrameClient(redis, keys=keys) as client:
+        seq, future = await client.submit(b"jpeg", model=MODEL, width=1, height=1)
+        reply = cast(StreamReply, await redis.xreadgroup(WORKER_GROUP, "w", {stream: ">"}, count=1))
+        assert reply
+        await redis.xack(stream, WORKER_GROUP, reply[0][1][0][0])  # ended at a worker, outcome not seen
+        outcome = await client.wait(seq, future, model=MODEL, timeout_s=0.3)
+        assert isinstance(outcome, DropRecord) and "a worker ended it" in outcome.detail
+    assert await drop_counts(redis, keys, MODEL) == {}
 
 
 async def test_close_resolves_waiting_frames_with_a_drop(redis: Redis, keys: Keys) -> None:
