@@ -37,7 +37,7 @@ def test_joins_per_minute_per_client_across_its_sockets() -> None:
 
 
 def test_sessions_per_client_and_overall_are_capped_and_released() -> None:
-    limits = admission(Clock(), max_sessions=3, max_sessions_per_client=2)
+    limits = admission(Clock(), max_sessions_per_replica=3, max_sessions_per_client=2)
     first, second = limits.take_seat("a"), limits.take_seat("a")
     with pytest.raises(Refused) as per_client:
         limits.take_seat("a")

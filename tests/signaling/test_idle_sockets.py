@@ -45,7 +45,7 @@ async def test_500_idle_joined_sockets_leave_health_rest_and_live_sessions_worki
     settings = signaling_settings(
         private_redis.url,
         redis_max_connections=BUDGET,
-        max_sessions=IDLE_SOCKETS + 10,
+        max_sessions_per_replica=IDLE_SOCKETS + 10,
         max_sessions_per_client=IDLE_SOCKETS + 10,
         joins_per_minute_per_client=IDLE_SOCKETS + 50,
         join_offer_timeout_s=120.0,

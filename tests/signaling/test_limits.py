@@ -47,7 +47,7 @@ async def test_a_join_without_an_offer_ends_with_no_offer(
 async def test_sessions_per_client_and_per_replica_are_capped(
     aiohttp_client: AiohttpClient, redis_server: RedisServer, redis: Redis, keys: Keys
 ) -> None:
-    settings = signaling_settings(redis_server.url, max_sessions_per_client=2, max_sessions=3)
+    settings = signaling_settings(redis_server.url, max_sessions_per_client=2, max_sessions_per_replica=3)
     client = await aiohttp_client(create_app(settings))
     await beat(redis, keys.bridge("b1"), BridgeInfo(id="b1"), 60)
     async with FakeWorker(redis, keys, MODEL, consume=False):

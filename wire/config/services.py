@@ -194,7 +194,7 @@ class SignalingSettings(StreamSettings, HttpSection, SampleRateSection):
         description="Seconds a joined session may go without an accepted offer before it is ended "
         "(error no_offer).",
     )
-    max_sessions: int = Field(
+    max_sessions_per_replica: int = Field(
         default=256, ge=1, description="Live sessions (joined or streaming) one signaling replica serves."
     )
     max_sessions_per_client: int = Field(
