@@ -76,10 +76,10 @@ class Admission:
 
     def take_seat(self, client: str) -> Seat:
         """A place for one more session of ``client``; Refused(too_many_sessions) when a cap is reached."""
-        if self.live >= self.settings.max_sessions_per_replica:
+        cap = self.settings.max_sessions_per_replica
+        if self.live >= cap:
             raise Refused(
-                ErrorCode.TOO_MANY_SESSIONS,
-                f"this server serves {self.settings.max_sessions_per_replica} sessions already; try again later",
+                ErrorCode.TOO_MANY_SESSIONS, f"this server serves {cap} sessions already; try again later"
             )
         limit = self.settings.max_sessions_per_client
         if self.sessions_of(client) >= limit:

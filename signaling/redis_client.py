@@ -9,8 +9,11 @@ The pool is a blocking one: a burst waits up to ``redis_pool_timeout_s`` for a f
 of opening more or failing at once.
 
 After a Redis restart every pooled socket is dead. redis-py reconnects a connection when a command on
-it fails with a connection error (its default retry), and ``health_check_interval`` makes it PING a
-connection that sat idle before using it, so a stale one is replaced rather than failing a request.
+it fails with a connection error (``RETRIES`` times, with a short backoff: redis-py's default backs off
+for up to 10 s per attempt, so a command begun during the outage could sleep seconds past Redis's
+return), and ``health_check_interval`` makes it PING a connection that sat idle before using it, so a
+stale one is replaced rather than failing a request. Pacing across an outage is the callers' job
+(``runtime.redis.Outage``).
 ``socket_timeout`` bounds every read, so a half-open socket (a Redis host that vanished) fails within
 it; it is above the longest blocking command signaling sends (a bridge's answer, ``offer_timeout_s``).
 Connections are named ``CLIENT_NAME`` so that ``CLIENT LIST`` shows them.
@@ -19,6 +22,8 @@ Connections are named ``CLIENT_NAME`` so that ``CLIENT LIST`` shows them.
 from __future__ import annotations
 
 from redis.asyncio import BlockingConnectionPool, Redis
+from redis.asyncio.retry import Retry
+from redis.backoff import ExponentialWithJitterBackoff
 
 from wire.config import SignalingSettings
 
@@ -30,6 +35,11 @@ CONNECT_TIMEOUT_S = 2.0
 
 HEALTH_CHECK_INTERVAL_S = 2.0
 """A pooled connection idle for longer than this is PINGed before it is used (and replaced if dead)."""
+
+RETRIES = 2
+"""Reconnect attempts within one command, ``RETRY_BACKOFF`` apart."""
+
+RETRY_BACKOFF = ExponentialWithJitterBackoff(base=0.05, cap=0.5)
 
 READ_MARGIN_S = 5.0
 """``socket_timeout`` is this much above ``offer_timeout_s``, the longest blocking command."""
@@ -46,6 +56,7 @@ def signaling_redis(settings: SignalingSettings) -> Redis:
         socket_keepalive=True,
         health_check_interval=HEALTH_CHECK_INTERVAL_S,
         client_name=CLIENT_NAME,
+        retry=Retry(RETRY_BACKOFF, RETRIES),
     )
     return Redis(connection_pool=pool)
 

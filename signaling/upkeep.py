@@ -8,8 +8,10 @@ spans at least three intervals (``wire.config``), so a live record never expires
 a bridge closes a peer connection whose record stays gone (its own watchdog, with its own grace).
 
 Bridges: every ``heartbeat_interval_s`` one pipeline checks the heartbeat keys of the bridges in use. A
-killed bridge cannot say goodbye, so its key expiring is how it shows; it must be missing on two checks
-in a row, because right after a Redis restart no bridge has beaten yet.
+killed bridge cannot say goodbye, so its key expiring is how it shows. It is judged lost when its key
+is missing on two checks in a row and Redis has been up for at least ``heartbeat_ttl_s``: right after a
+Redis restart no bridge has beaten yet (a restart can be too quick for any command here to fail, so
+Redis's own uptime is what tells).
 """
 
 from __future__ import annotations
@@ -115,6 +117,13 @@ class SessionUpkeep:
             pipe.exists(self.keys.bridge(bridge))
         alive = await pipe.execute()
         missing = {bridge for bridge, present in zip(bridges, alive, strict=True) if not present}
-        for bridge in sorted(missing & self._missing_before):
-            self.bridge_lost(bridge)
+        judged = missing & self._missing_before
         self._missing_before = missing
+        if not judged or await self._redis_uptime_s() < self.settings.heartbeat_ttl_s:
+            return
+        for bridge in sorted(judged):
+            self.bridge_lost(bridge)
+
+    async def _redis_uptime_s(self) -> float:
+        info = await self.redis.info("server")
+        return float(info.get("uptime_in_seconds", 0))

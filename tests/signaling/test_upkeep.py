@@ -89,13 +89,21 @@ async def test_refresh_extends_ttls_and_does_not_resurrect_ended_sessions(redis:
     assert upkeep.restored == 1
 
 
+async def redis_up_for(redis: Redis, seconds: float) -> None:
+    async def up() -> bool:
+        return float((await redis.info("server"))["uptime_in_seconds"]) >= seconds
+
+    await wait_until(up, timeout=seconds + 5, what=f"redis up for {seconds} s")
+
+
 async def test_a_bridge_is_lost_only_when_missing_on_two_checks(redis: Redis, keys: Keys) -> None:
     lost: list[str] = []
     live = records(2, bridge="doomed") + records(1, bridge="fine")
+    await redis_up_for(redis, 1)
     upkeep = SessionUpkeep(
         redis,
         keys,
-        signaling_settings("redis://127.0.0.1:1/0"),
+        signaling_settings("redis://127.0.0.1:1/0", heartbeat_ttl_s=1.0),
         records=lambda: live,
         is_live=lambda s: True,
         bridge_lost=lost.append,
@@ -112,3 +120,23 @@ async def test_a_bridge_is_lost_only_when_missing_on_two_checks(redis: Redis, ke
 
 async def _async(value: bool) -> bool:
     return value
+
+
+async def test_no_bridge_is_judged_right_after_a_redis_restart(private_redis: RedisServer) -> None:
+    redis = Redis.from_url(private_redis.url)
+    keys = Keys()
+    lost: list[str] = []
+    settings = signaling_settings(private_redis.url, heartbeat_interval_s=0.2, heartbeat_ttl_s=2.0)
+    upkeep = SessionUpkeep(
+        redis, keys, settings, records=lambda: records(1), is_live=lambda s: True, bridge_lost=lost.append
+    )
+    try:
+        await asyncio.to_thread(private_redis.restart)  # every heartbeat gone; the bridges beat soon
+        for _ in range(3):
+            await upkeep.check_bridges()
+        assert lost == []  # Redis is younger than a heartbeat TTL: no bridge had the time to beat
+        await redis_up_for(redis, 2)
+        await upkeep.check_bridges()
+        assert lost == ["b1"]  # still missing once Redis is older than the TTL: the bridge is gone
+    finally:
+        await redis.aclose()
