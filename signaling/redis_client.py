@@ -16,6 +16,8 @@ stale one is replaced rather than failing a request. Pacing across an outage is 
 (``runtime.redis.Outage``).
 ``socket_timeout`` bounds every read, so a half-open socket (a Redis host that vanished) fails within
 it; it is above the longest blocking command signaling sends (a bridge's answer, ``offer_timeout_s``).
+redis-py's default (5 s) was below it: an offer to a bridge slow to answer (as after a Redis restart)
+failed as "Redis unavailable" instead of ``bridge_timeout``.
 Connections are named ``CLIENT_NAME`` so that ``CLIENT LIST`` shows them.
 """
 
