@@ -107,3 +107,22 @@ async def test_a_redis_restart_heals_the_pool_and_restores_records(
     await ws.close()
     await ws2.close()
     await admin.aclose()
+
+
+async def test_the_offer_deadline_waits_for_an_offer_in_flight(
+    aiohttp_client: AiohttpClient, redis_server: RedisServer, redis: Redis, keys: Keys
+) -> None:
+    settings = signaling_settings(redis_server.url, join_offer_timeout_s=0.3, offer_timeout_s=1.0)
+    client = await aiohttp_client(create_app(settings))
+    await beat(redis, keys.bridge("mute"), BridgeInfo(id="mute"), 60)  # registered, never answers
+    async with FakeWorker(redis, keys, MODEL, consume=False):
+        ws, joined = await join(client)
+        assert joined["bridge"] == "mute"
+        await ws.send_json({"v": 2, "type": "offer", "sdp": "v=0\r\nm=video 9 UDP 96\r\n"})
+        # The deadline passes while the offer waits for the bridge: the offer's own outcome is what
+        # the client hears, once, not a no_offer on top of it.
+        error = await receive(ws, "error", timeout=5)
+        assert error["code"] == "bridge_timeout"
+        await ws.send_json({"v": 2, "type": "ping"})
+        assert (await receive(ws, "pong", "error"))["type"] == "pong"
+    await ws.close()
