@@ -17,9 +17,10 @@ async def named_connections(admin: Redis) -> int:
     return sum(1 for c in await admin.client_list() if c.get("name") == CLIENT_NAME)
 
 
-async def test_a_burst_queues_for_the_pool_instead_of_opening_more(redis_server: RedisServer) -> None:
-    redis = signaling_redis(signaling_settings(redis_server.url, redis_max_connections=8))
-    admin = Redis.from_url(redis_server.url)
+async def test_a_burst_queues_for_the_pool_instead_of_opening_more(private_redis: RedisServer) -> None:
+    # A Redis of its own: other tests' replicas (closing their pools) must not be counted.
+    redis = signaling_redis(signaling_settings(private_redis.url, redis_max_connections=8))
+    admin = Redis.from_url(private_redis.url)
     try:
         # 40 blocking commands at once: 8 run, the others wait for a connection, all succeed.
         results = await asyncio.gather(*(redis.blpop([f"empty:{i}"], timeout=0.3) for i in range(40)))
