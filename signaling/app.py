@@ -12,9 +12,10 @@ from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
 from signaling.appkeys import KEYS, LIVE, REDIS, SETTINGS
+from signaling.hub import SessionHub
 from signaling.monitor import setup_monitor
+from signaling.redis_client import signaling_redis
 from signaling.rest import setup_rest
-from signaling.sessions import SessionTable
 from signaling.ws import ws_handler
 from wire.config import SignalingSettings
 from wire.keys import Keys
@@ -50,14 +51,15 @@ async def tracked_ws(request: web.Request) -> web.StreamResponse:
 
 
 def create_app(settings: SignalingSettings | None = None, redis: Redis | None = None) -> web.Application:
-    """Build the app. ``redis`` defaults to a client on ``settings.redis_url`` (closed on cleanup)."""
+    """Build the app. ``redis`` defaults to signaling's bounded client on ``settings.redis_url``
+    (``signaling.redis_client``, closed on cleanup)."""
     settings = settings or SignalingSettings()
     app = web.Application(client_max_size=settings.max_body_bytes)
     app[SETTINGS] = settings
     app[KEYS] = Keys(settings.key_prefix)
     owns_redis = redis is None
-    app[REDIS] = redis if redis is not None else Redis.from_url(settings.redis_url)
-    app[LIVE] = SessionTable()
+    app[REDIS] = redis if redis is not None else signaling_redis(settings)
+    app[LIVE] = SessionHub(app[REDIS], app[KEYS], settings)
     app[SOCKETS] = weakref.WeakSet()
 
     app.router.add_get("/healthz", healthz)
@@ -71,9 +73,12 @@ def create_app(settings: SignalingSettings | None = None, redis: Redis | None = 
     else:
         log.warning("no web page folder at %s: only /ws, /healthz and the API are served", static)
 
+    async def start_hub(app: web.Application) -> None:
+        await app[LIVE].start()
+
     async def close_sockets(app: web.Application) -> None:
         # Open WebSockets would keep shutdown waiting; tell each client we are going away.
-        await app[LIVE].end_all()
+        await app[LIVE].stop()
         sockets = app[SOCKETS]
         for ws in list(sockets):
             await ws.close(code=WSCloseCode.GOING_AWAY, message=b"server shutting down")
@@ -82,6 +87,7 @@ def create_app(settings: SignalingSettings | None = None, redis: Redis | None = 
         if owns_redis:
             await app[REDIS].aclose()
 
+    app.on_startup.append(start_hub)
     app.on_shutdown.append(close_sockets)
     app.on_cleanup.append(close_redis)
     return app

@@ -20,6 +20,7 @@ from aiohttp import WSMsgType, web
 from pydantic import BaseModel
 
 from runtime.redis import REDIS_DOWN_ERRORS
+from signaling.admission import Refused, Seat
 from signaling.apikey import api_key_ok
 from signaling.appkeys import KEYS, LIVE, REDIS, SETTINGS
 from signaling.sessions import LiveSession, new_session_id
@@ -80,7 +81,7 @@ class SignalingSocket:
         self.settings = app[SETTINGS]
         self.redis = app[REDIS]
         self.keys = app[KEYS]
-        self.table = app[LIVE]
+        self.hub = app[LIVE]
         self.session: LiveSession | None = None
         self.peer = request.remote or "?"
         self._joins: deque[float] = deque()
@@ -181,11 +182,28 @@ class SignalingSocket:
         self._joins.append(now)
 
     async def join(self, message: JoinMessage) -> None:
-        self._rate_limit()  # every join attempt counts, so a flood is throttled whatever its state
+        # Every join attempt counts, so a flood is throttled whatever its state: per socket, then per
+        # client address (all its sockets together).
+        self._rate_limit()
+        try:
+            self.hub.admission.note_join(self.peer)
+        except Refused as exc:
+            raise ClientError(exc.code, str(exc)) from exc
         if self.session is not None:
             raise ClientError(
                 ErrorCode.BAD_STATE, f"session {self.session.id} is live; send bye before joining"
             )
+        try:
+            seat = self.hub.admission.take_seat(self.peer)
+        except Refused as exc:
+            raise ClientError(exc.code, str(exc)) from exc
+        try:
+            await self._join(message, seat)
+        except BaseException:
+            seat.release()
+            raise
+
+    async def _join(self, message: JoinMessage, seat: Seat) -> None:
         model = message.model or self.settings.default_model
         sample_fps = min(message.sample_fps or self.settings.sample_fps, self.settings.max_sample_fps)
         workers = await live_workers(self.redis, self.keys, model)
@@ -208,15 +226,17 @@ class SignalingSocket:
         record = SessionRecord(session=new_session_id(), bridge=bridge.id, model=model, sample_fps=sample_fps)
         session = LiveSession(
             record=record,
-            redis=self.redis,
-            keys=self.keys,
-            settings=self.settings,
+            shared=self.hub.shared,
             send=self.send,
-            on_end=self._session_ended,
+            on_end=lambda ended: self._session_ended(ended, seat),
         )
-        await session.start()
         self.session = session
-        self.table.add(session)
+        self.hub.add(session)
+        try:
+            await session.start()
+        except BaseException:
+            await session.end(hang_up=False)
+            raise
         log.info(
             "ws %s: session %s joined on bridge %s (model %s)", self.peer, record.session, bridge.id, model
         )
@@ -224,8 +244,9 @@ class SignalingSocket:
             JoinedMessage(session=record.session, bridge=bridge.id, model=model, sample_fps=sample_fps)
         )
 
-    def _session_ended(self, session: LiveSession) -> None:
-        self.table.remove(session)
+    def _session_ended(self, session: LiveSession, seat: Seat) -> None:
+        seat.release()
+        self.hub.remove(session)
         if self.session is session:
             self.session = None
 
@@ -243,9 +264,12 @@ class SignalingSocket:
             deadline_ms=now_ms() + self.settings.offer_timeout_s * 1000,
         )
         try:
-            reply = await call_bridge(
-                self.redis, self.keys, session.bridge, request, timeout_s=self.settings.offer_timeout_s
-            )
+            # Each waiting offer holds a Redis connection (BLPOP): a bounded share of the pool.
+            async with session.offering(), self.hub.offers:
+                reply = await call_bridge(
+                    self.redis, self.keys, session.bridge, request, timeout_s=self.settings.offer_timeout_s
+                )
+                session.answered = reply.ok  # before the first-offer deadline can look again
         except BridgeTimeoutError as exc:
             await session.end()
             raise ClientError(ErrorCode.BRIDGE_TIMEOUT, f"{exc}; join again") from exc
@@ -254,7 +278,6 @@ class SignalingSocket:
             if code != ErrorCode.BAD_SDP:  # a bad SDP may be retried on the same session
                 await session.end(hang_up=False)
             raise ClientError(code, reply.message or "the bridge refused the offer")
-        session.answered = True
         await self.send(AnswerMessage(sdp=reply.sdp))
 
     async def bye(self, message: ByeMessage) -> None:

@@ -124,14 +124,15 @@ class SessionSection(BaseSettings):
 
     @property
     def session_refresh_s(self) -> float:
-        """How often the record's owner refreshes it: ``session_refresh_interval(session_ttl_s)``."""
+        """The longest the record's owner waits between refreshes: ``session_refresh_interval(ttl)``."""
         return session_refresh_interval(self.session_ttl_s)
 
 
 def session_refresh_interval(ttl_s: float) -> float:
-    """How often a session record with ``ttl_s`` is refreshed by its owner (re-saved when Redis lost it):
-    a third of its TTL, at least 0.2 s. A bridge tolerates a record missing for about twice this long
-    (``mediabridge.orphans``)."""
+    """The longest an owner waits between refreshes of a session record with ``ttl_s`` (re-saving it when
+    Redis lost it): a third of its TTL, at least 0.2 s. Signaling refreshes every
+    ``session_refresh_interval_s``, which its settings hold to at most this. A bridge tolerates a record
+    missing for about twice this long (``mediabridge.orphans``)."""
     return max(0.2, ttl_s / 3)
 
 

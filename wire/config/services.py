@@ -23,6 +23,9 @@ from wire.config.base import (
     ttl_above_interval,
 )
 
+SESSION_TTL_REFRESHES = 3
+"""A session record's TTL spans at least this many refresh intervals."""
+
 
 def _split(text: str) -> list[str]:
     return [item.strip() for item in text.split(",") if item.strip()]
@@ -178,6 +181,35 @@ class SignalingSettings(StreamSettings, HttpSection, SampleRateSection, SessionS
         default=10 * 1024 * 1024, ge=1024, description="Largest REST request body accepted."
     )
     joins_per_minute: int = Field(default=30, ge=1, description="Joins one WebSocket may make per minute.")
+    session_refresh_interval_s: Seconds = Field(
+        default=1.0,
+        description="Seconds between re-saves of this replica's session records (all in one pipeline); "
+        "records lost to a Redis restart are re-saved as soon as Redis answers again.",
+    )
+    join_offer_timeout_s: Seconds = Field(
+        default=30.0,
+        description="Seconds a joined session may go without an accepted offer before it is ended "
+        "(error no_offer).",
+    )
+    max_sessions_per_replica: int = Field(
+        default=256, ge=1, description="Live sessions (joined or streaming) one signaling replica serves."
+    )
+    max_sessions_per_client: int = Field(
+        default=8, ge=1, description="Live sessions one client address may hold on one replica."
+    )
+    joins_per_minute_per_client: int = Field(
+        default=60, ge=1, description="Joins one client address may make per minute on one replica."
+    )
+    redis_max_connections: int = Field(
+        default=16,
+        ge=8,
+        le=1024,
+        description="Most Redis connections one signaling replica opens, whatever its sessions; "
+        "commands beyond wait for a free one.",
+    )
+    redis_pool_timeout_s: Seconds = Field(
+        default=5.0, description="Seconds a Redis command waits for a free connection before it fails."
+    )
     stats_interval_s: Seconds = Field(default=1.0, description="Seconds between stats messages to a session.")
     monitor_interval_s: Seconds = Field(
         default=2.0, description="Seconds between refreshes of the cluster gauges (queues, workers, scale)."
@@ -204,6 +236,13 @@ class SignalingSettings(StreamSettings, HttpSection, SampleRateSection, SessionS
             )
         ttl_above_interval(
             "scale_window_s", self.scale_window_s, "monitor_interval_s", self.monitor_interval_s
+        )
+        # A record must survive two missed refreshes (a slow pipeline, a Redis failover) comfortably.
+        ttl_above_interval(
+            "session_ttl_s",
+            self.session_ttl_s,
+            "3 x session_refresh_interval_s",
+            SESSION_TTL_REFRESHES * self.session_refresh_interval_s,
         )
         return self
 
