@@ -82,10 +82,12 @@ async def openapi(request: web.Request) -> web.Response:
 async def detect(request: web.Request) -> web.Response:
     """Detect objects in one image: JSON+base64, multipart upload or a raw image/jpeg|png body."""
     started = time.perf_counter()
+    close = False
     try:
         response = await _detect(request, started, now_ms())
     except RestError as exc:
         response = exc.response()
+        close = exc.close
     except REDIS_DOWN_ERRORS as exc:
         log.warning("REST request failed, redis unavailable: %s", exc)
         response = error_response(
@@ -95,7 +97,17 @@ async def detect(request: web.Request) -> web.Response:
         log.exception("REST request failed")
         response = error_response(500, "internal_error", "internal error; the server log has the details")
     REST_REQUESTS.labels(status=str(response.status)).inc()
+    if close:
+        await _send_and_close(request, response)
     return response
+
+
+async def _send_and_close(request: web.Request, response: web.Response) -> None:
+    """Send the response now and drop the connection. Left to aiohttp, a connection whose body was not
+    read to the end lingers up to 10 s more, reading whatever the client still trickles in."""
+    await response.prepare(request)
+    await response.write_eof()
+    request.protocol.force_close()  # the transport flushes the response before it closes
 
 
 async def _detect(request: web.Request, started: float, received_ms: float) -> web.Response:

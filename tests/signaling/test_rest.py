@@ -5,7 +5,10 @@ Detections from the real worker are checked in test_rest_encodings.py; fuzzing i
 
 from __future__ import annotations
 
+import asyncio
 import base64
+import json
+import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -330,3 +333,34 @@ async def test_metrics_can_be_put_behind_the_key_or_moved_off_the_http_port(
     if with_key == 200:
         assert "lookout_rest_requests" in await served.text()
     assert (await client.get("/healthz")).status == 200  # health stays open for load balancers
+
+
+async def test_json_nested_too_deep_is_400(make_client: MakeClient) -> None:
+    client = await make_client()
+    for body in ("[" * 1000 + "]" * 1000, '{"image": ' + "[" * 100_000, '{"a":' * 40 + "1" + "}" * 40):
+        response = await client.post(
+            "/api/v1/detect", data=body, headers={"Content-Type": "application/json"}
+        )
+        error = (await json_of(response))["error"]
+        assert (
+            response.status == 400 and error["code"] == "json_too_deep" and "deeper than" in error["message"]
+        )
+
+
+async def test_a_body_that_does_not_arrive_in_time_is_408_and_closed(make_client: MakeClient) -> None:
+    client = await make_client(body_read_timeout_s=0.3)
+    assert client.port is not None
+    reader, writer = await asyncio.open_connection("127.0.0.1", client.port)
+    started = time.monotonic()
+    writer.write(
+        b"POST /api/v1/detect HTTP/1.1\r\nHost: x\r\nContent-Type: image/jpeg\r\n"
+        b"Content-Length: 100000\r\n\r\n" + b"\xff" * 1000
+    )
+    await writer.drain()
+    reply = await asyncio.wait_for(reader.read(), 5)  # read() returns at EOF: the server closed
+    elapsed = time.monotonic() - started
+    writer.close()
+    head, _, body = reply.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 408"), reply
+    assert json.loads(body)["error"]["code"] == "body_timeout"
+    assert 0.3 <= elapsed < 3, elapsed
