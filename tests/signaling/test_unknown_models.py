@@ -51,7 +51,8 @@ async def test_unknown_model_names_leave_no_key_and_no_series(
 ) -> None:
     settings: dict[str, Any] = {"monitor_interval_s": 0.2, "scale_window_s": 5.0, "default_model": "served"}
     client: Client = await aiohttp_client(create_app(signaling_settings(redis_server.url, **settings)))
-    monitor = client.server.app[MONITOR]
+    assert client.app is not None
+    monitor = client.app[MONITOR]
     for i in range(10):  # the 404 status series appears with the first of them; from then on it only counts
         await unknown(client, f"warm-up-{i}")
     await monitor.refresh()
