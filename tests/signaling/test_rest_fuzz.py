@@ -2,7 +2,7 @@
 
 Over 2,000 generated requests: schemathesis' positive and negative cases for every encoding, mutated
 real images that get past the header check and reach the worker, and wrong API keys. Every response
-must conform to the document (status, content type, schema), no response may be a 5xx other than the
+must conform to the document (status, content type, schema), no response may be a 5xx,
 and the worker must survive all of it.
 """
 
