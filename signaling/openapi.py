@@ -29,7 +29,7 @@ ERRORS: dict[str, str] = {
     "401": f"An API key is configured and the {API_KEY_HEADER} header is missing or wrong.",
     "404": "The model is unknown (code unknown_model): no live worker serves it, and it is neither the "
     "default model nor registered.",
-    "408": "The body did not arrive within body_read_timeout_s (code body_timeout); the connection is closed.",
+    "408": "The body did not arrive within body_read_timeout_s (code body_timeout); the connection closes.",
     "413": "The body, the image bytes or the image dimensions exceed the server's limits.",
     "415": "The Content-Type is none of application/json, multipart/form-data, image/jpeg, image/png.",
     "422": "A field is invalid, or the image is not a decodable JPEG or PNG.",
