@@ -18,6 +18,7 @@ from aiohttp.test_utils import TestClient
 from prometheus_client import REGISTRY
 from redis.asyncio import Redis
 
+from signaling.app import create_app
 from tests.signaling.rest_harness import FakeWorker, check_documented, jpeg_bytes, png_bytes, rest_app
 from tests.support.redis_server import RedisServer
 from wire.config import SignalingSettings
@@ -287,7 +288,6 @@ async def test_the_openapi_document_is_served(make_client: MakeClient) -> None:
 async def test_the_real_signaling_app_serves_the_api_behind_its_key(
     aiohttp_client: Callable[..., Awaitable[Client]], redis_server: RedisServer, redis: Redis, keys: Keys
 ) -> None:
-    from signaling.app import create_app
 
     settings = SignalingSettings(redis_url=redis_server.url, api_key="k3y", default_model="fake")
     client = await aiohttp_client(create_app(settings))
@@ -321,7 +321,6 @@ async def test_metrics_can_be_put_behind_the_key_or_moved_off_the_http_port(
     without_key: int,
     with_key: int,
 ) -> None:
-    from signaling.app import create_app
 
     client = await aiohttp_client(create_app(SignalingSettings(redis_url=redis_server.url, **settings)))
     refused = await client.get("/metrics")

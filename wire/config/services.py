@@ -160,7 +160,7 @@ class BridgeSettings(StreamSettings, MetricsSection, SampleRateSection):
         return self
 
 
-class SignalingSettings(StreamSettings, HttpSection, SampleRateSection):
+class SignalingSettings(StreamSettings, HttpSection, SampleRateSection, MetricsSection):
     """``lookout signaling``: the web page, WebSocket signaling and the REST API."""
 
     web_dir: Path | None = Field(
@@ -176,13 +176,8 @@ class SignalingSettings(StreamSettings, HttpSection, SampleRateSection):
     metrics_require_key: bool = Field(
         default=False, description="/metrics on the HTTP port needs the API key too (if one is set)."
     )
-    metrics_port: OptionalPort = Field(
-        default=0,
-        description="Serve /metrics on this port (at metrics_host) instead of the HTTP port; 0: on the "
-        "HTTP port.",
-    )
     metrics_host: str = Field(
-        default="127.0.0.1", description="Address the separate /metrics port binds (with metrics_port)."
+        default="127.0.0.1", description="Address signaling's separate /metrics port binds (metrics_port)."
     )
     body_read_timeout_s: Seconds = Field(
         default=10.0, description="Seconds a REST request body may take to arrive; slower gets 408."
