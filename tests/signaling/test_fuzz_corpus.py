@@ -416,3 +416,26 @@ async def test_a_hostile_corpus_gets_no_5xx_and_no_dropped_socket(fuzzed: Client
     await ws.send_json({"v": 2, "type": "ping"})
     assert json.loads((await ws.receive(timeout=10)).data)["type"] == "pong"
     await ws.close()
+
+
+async def test_a_failure_in_the_message_loop_answers_internal_and_keeps_the_socket(
+    fuzzed: Client, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from signaling.ws import SignalingSocket
+
+    real = SignalingSocket.on_text
+
+    async def breaks_on_boom(self: SignalingSocket, text: str) -> None:
+        if text == "boom":
+            raise RecursionError("what a JSON nested 1,000 deep used to raise here")
+        await real(self, text)
+
+    monkeypatch.setattr(SignalingSocket, "on_text", breaks_on_boom)
+    ws = await fuzzed.ws_connect("/ws")
+    await ws.receive(timeout=10)
+    await ws.send_str("boom")
+    error = json.loads((await ws.receive(timeout=10)).data)
+    assert error["type"] == "error" and error["code"] == "internal"
+    await ws.send_json({"v": 2, "type": "ping"})
+    assert json.loads((await ws.receive(timeout=10)).data)["type"] == "pong"
+    await ws.close()
