@@ -57,7 +57,8 @@ def test_lookout_signaling_refuses_with_exit_2_and_one_line(
 
 
 async def test_with_the_insecure_flag_it_serves_and_warns(redis_server: RedisServer) -> None:
-    port = free_port()
+    # Also: --metrics-port moves /metrics to its own listener (at metrics_host, 127.0.0.1 by default).
+    port, metrics_port = free_port(), free_port()
     process = LookoutProcess(
         "signaling-insecure",
         [
@@ -69,6 +70,8 @@ async def test_with_the_insecure_flag_it_serves_and_warns(redis_server: RedisSer
             "--redis",
             redis_server.url,
             "--insecure-no-auth",
+            "--metrics-port",
+            str(metrics_port),
         ],
     )
     try:
@@ -84,6 +87,11 @@ async def test_with_the_insecure_flag_it_serves_and_warns(redis_server: RedisSer
                 return False
 
         await wait_until(healthy, timeout=60, what="signaling /healthz")
+        async with aiohttp.ClientSession() as http:
+            async with http.get(f"http://127.0.0.1:{metrics_port}/metrics") as separate:
+                assert separate.status == 200 and "lookout_rest_requests" in await separate.text()
+            async with http.get(f"http://127.0.0.1:{port}/metrics") as on_http_port:
+                assert on_http_port.status == 404
     finally:
         process.stop(timeout=30)
     warnings = [line for line in process.log_path.read_text().splitlines() if "WITHOUT an API key" in line]
