@@ -110,19 +110,20 @@ async def connect_redis(url: str, *, service: str, **options: Any) -> Redis:
     return redis
 
 
-def serve_metrics(port: int, *, service: str) -> None:
-    """Serve Prometheus ``/metrics`` on ``port`` (0: off) from a daemon thread; one line if it cannot."""
+def serve_metrics(port: int, *, service: str, host: str = "0.0.0.0") -> None:
+    """Serve Prometheus ``/metrics`` on ``host:port`` (port 0: off) from a daemon thread; one line if it
+    cannot."""
     if not port:
         return
     from wire.metrics import start_metrics_server
 
     try:
-        start_metrics_server(port)
+        start_metrics_server(port, host)
     except OSError as exc:
         raise MetricsPortError(
             f"{service}: cannot serve /metrics on port {port}: {exc.strerror or exc}"
         ) from None
-    log.info("serving Prometheus metrics on :%d/metrics", port)
+    log.info("serving Prometheus metrics on %s:%d/metrics", host, port)
 
 
 def start_push(settings: CommonSettings, *, service: str) -> InfluxPush:

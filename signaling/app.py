@@ -8,22 +8,27 @@ import weakref
 from pathlib import Path
 
 from aiohttp import WSCloseCode, web
+from aiohttp.typedefs import Handler
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
+from signaling.apikey import api_key_ok
 from signaling.appkeys import KEYS, LIVE, REDIS, SETTINGS
 from signaling.hub import SessionHub
 from signaling.monitor import setup_monitor
 from signaling.redis_client import signaling_redis
 from signaling.rest import setup_rest
+from signaling.rest_errors import error_response
 from signaling.ws import ws_handler
 from wire.config import SignalingSettings
 from wire.keys import Keys
+from wire.rest import API_KEY_HEADER
 
 log = logging.getLogger(__name__)
 
 BUNDLED_WEB = Path(__file__).resolve().parents[1] / "web"
 SOCKETS = web.AppKey("websockets", weakref.WeakSet[web.WebSocketResponse])
+METRICS_PATH = "/metrics"
 
 
 def web_dir(settings: SignalingSettings) -> Path:
@@ -50,11 +55,27 @@ async def tracked_ws(request: web.Request) -> web.StreamResponse:
     return await ws_handler(request, request.app[SOCKETS])
 
 
+@web.middleware
+async def guard_metrics(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """/metrics on the HTTP port: absent when ``metrics_port`` serves it elsewhere, behind the API key
+    with ``metrics_require_key``. It names every model and how busy the cluster is."""
+    if request.path == METRICS_PATH:
+        settings = request.app[SETTINGS]
+        if settings.metrics_port:
+            where = f"{settings.metrics_host}:{settings.metrics_port}"
+            raise web.HTTPNotFound(text=f"/metrics is served on {where}, not on this port")
+        if settings.metrics_require_key and not api_key_ok(request, settings.api_key):
+            return error_response(
+                401, "unauthorized", f"missing or wrong API key: send it in the {API_KEY_HEADER} header"
+            )
+    return await handler(request)
+
+
 def create_app(settings: SignalingSettings | None = None, redis: Redis | None = None) -> web.Application:
     """Build the app. ``redis`` defaults to signaling's bounded client on ``settings.redis_url``
     (``signaling.redis_client``, closed on cleanup)."""
     settings = settings or SignalingSettings()
-    app = web.Application(client_max_size=settings.max_body_bytes)
+    app = web.Application(client_max_size=settings.max_body_bytes, middlewares=[guard_metrics])
     app[SETTINGS] = settings
     app[KEYS] = Keys(settings.key_prefix)
     owns_redis = redis is None

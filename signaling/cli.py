@@ -35,11 +35,17 @@ def run_signaling(args: argparse.Namespace) -> int:
     from aiohttp import web
 
     from signaling.app import create_app
+    from signaling.exposure import check_exposure
 
     settings = load_settings(SignalingSettings, args, command="signaling")
+    warning = check_exposure(settings)  # refuses (exit 2) to serve beyond loopback with no key by accident
+    if warning:
+        log.warning("%s", warning)
     asyncio.run(_check_redis(settings.redis_url))
+    # With metrics_port, /metrics leaves the HTTP port for its own address (create_app drops the route).
+    bootstrap.serve_metrics(settings.metrics_port, service="signaling", host=settings.metrics_host)
     app = create_app(settings)
-    shown = "127.0.0.1" if settings.host in ("0.0.0.0", "") else settings.host
+    shown = "127.0.0.1" if settings.host in ("0.0.0.0", "", "::") else settings.host
     try:
         # run_app turns SIGINT and SIGTERM into a graceful shutdown and returns: exit 0.
         web.run_app(

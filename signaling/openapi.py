@@ -25,13 +25,16 @@ from wire.rest import (
 REF = "#/components/schemas/{model}"
 
 ERRORS: dict[str, str] = {
-    "400": "The body does not parse (invalid JSON or multipart).",
+    "400": "The body does not parse (invalid JSON or multipart), or its JSON nests too deep (json_too_deep).",
     "401": f"An API key is configured and the {API_KEY_HEADER} header is missing or wrong.",
+    "404": "The model is unknown (code unknown_model): no live worker serves it, and it is neither the "
+    "default model nor registered.",
+    "408": "The body did not arrive within body_read_timeout_s (code body_timeout); the connection closes.",
     "413": "The body, the image bytes or the image dimensions exceed the server's limits.",
     "415": "The Content-Type is none of application/json, multipart/form-data, image/jpeg, image/png.",
     "422": "A field is invalid, or the image is not a decodable JPEG or PNG.",
     "500": "A bug in the server; its log has the details.",
-    "503": "No live worker serves the model (code no_worker), or Redis is unavailable: retry later.",
+    "503": "No live worker serves the (known) model (code no_worker), or Redis is unavailable: retry later.",
     "504": "No result arrived within the server's timeout (rest_timeout_s).",
 }
 

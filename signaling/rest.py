@@ -20,6 +20,7 @@ from runtime.redis import REDIS_DOWN_ERRORS
 from signaling.apikey import api_key_ok
 from signaling.appkeys import KEYS, REDIS, SETTINGS
 from signaling.imageinfo import inspect_image
+from signaling.known_models import known_without_worker, unknown_model_message
 from signaling.openapi import openapi_document
 from signaling.rest_errors import RestError, error_response
 from signaling.rest_input import Upload, read_upload
@@ -67,17 +68,26 @@ async def _frame_client(app: web.Application) -> AsyncIterator[None]:
     await client.close()
 
 
+def _unauthorized() -> RestError:
+    return RestError(401, "unauthorized", f"missing or wrong API key: send it in the {API_KEY_HEADER} header")
+
+
 async def openapi(request: web.Request) -> web.Response:
+    # Behind the key like the API it describes: it names the limits and what the server accepts.
+    if not api_key_ok(request, request.app[SETTINGS].api_key):
+        return _unauthorized().response()
     return web.json_response(openapi_document())
 
 
 async def detect(request: web.Request) -> web.Response:
     """Detect objects in one image: JSON+base64, multipart upload or a raw image/jpeg|png body."""
     started = time.perf_counter()
+    close = False
     try:
         response = await _detect(request, started, now_ms())
     except RestError as exc:
         response = exc.response()
+        close = exc.close
     except REDIS_DOWN_ERRORS as exc:
         log.warning("REST request failed, redis unavailable: %s", exc)
         response = error_response(
@@ -87,22 +97,36 @@ async def detect(request: web.Request) -> web.Response:
         log.exception("REST request failed")
         response = error_response(500, "internal_error", "internal error; the server log has the details")
     REST_REQUESTS.labels(status=str(response.status)).inc()
+    if close:
+        await _send_and_close(request, response)
     return response
+
+
+async def _send_and_close(request: web.Request, response: web.Response) -> None:
+    """Send the response now and drop the connection. Left to aiohttp, a connection whose body was not
+    read to the end lingers up to 10 s more, reading whatever the client still trickles in."""
+    await response.prepare(request)
+    await response.write_eof()
+    request.protocol.force_close()  # the transport flushes the response before it closes
 
 
 async def _detect(request: web.Request, started: float, received_ms: float) -> web.Response:
     settings = request.app[SETTINGS]
     if not api_key_ok(request, settings.api_key):
-        raise RestError(
-            401, "unauthorized", f"missing or wrong API key: send it in the {API_KEY_HEADER} header"
-        )
-    upload = await read_upload(request, settings.max_body_bytes)
+        raise _unauthorized()
+    upload = await read_upload(request, settings.max_body_bytes, settings.body_read_timeout_s)
+    model = upload.model or settings.default_model
+    # Before the image is looked at: an unknown name must leave no key and no metric series behind.
+    served = await request.app[REST_CLIENT].has_worker(model)
+    if not served and not await known_without_worker(
+        request.app[REDIS], request.app[KEYS], model, default_model=settings.default_model
+    ):
+        raise RestError(404, "unknown_model", unknown_model_message(model))
     info = await asyncio.to_thread(
         inspect_image, upload.image, max_bytes=settings.max_image_bytes, max_side=settings.max_image_side
     )
-    model = upload.model or settings.default_model
     request_id = upload.id or str(uuid.uuid4())
-    result = await _infer(request.app, upload, info, model, received_ms)
+    result = await _infer(request.app, upload, info, model, received_ms, served=served)
     total_ms = (time.perf_counter() - started) * 1000.0
     E2E_LATENCY_SECONDS.labels(model=model, path="rest").observe(total_ms / 1000.0)
     body = _response_body(request_id, result, total_ms)
@@ -110,13 +134,14 @@ async def _detect(request: web.Request, started: float, received_ms: float) -> w
 
 
 async def _infer(
-    app: web.Application, upload: Upload, info: ImageHeader, model: str, received_ms: float
+    app: web.Application, upload: Upload, info: ImageHeader, model: str, received_ms: float, *, served: bool
 ) -> ResultMessage:
-    """Send the image to a worker of ``model``; its result, or RestError for the drop it ended as."""
+    """Send the image to a worker of ``model`` (a model that exists: see signaling.known_models); its
+    result, or RestError for the drop it ended as. ``served``: a live worker serves it."""
     settings = app[SETTINGS]
     client = app[REST_CLIENT]
     FRAMES_IN.labels(site="rest", model=model).inc()
-    if not await client.has_worker(model):
+    if not served:
         detail = f"no live worker serves model {model!r}; start one with `lookout worker --model {model}`"
         # Published and counted (record, Redis tally, FRAMES_DROPPED) by the client in one go.
         await client.drop(

@@ -10,14 +10,19 @@ from wire.rest import ErrorDetail, ErrorResponse
 class RestError(Exception):
     """A request the API refuses or cannot serve; becomes a JSON error response, never a traceback."""
 
-    def __init__(self, status: int, code: str, message: str) -> None:
+    def __init__(self, status: int, code: str, message: str, *, close: bool = False) -> None:
         super().__init__(message)
         self.status = status
         self.code = code
         self.message = message
+        self.close = close
+        """Close the connection after the response (its request was not read to the end)."""
 
     def response(self) -> web.Response:
-        return error_response(self.status, self.code, self.message)
+        response = error_response(self.status, self.code, self.message)
+        if self.close:
+            response.force_close()
+        return response
 
 
 def error_response(status: int, code: str, message: str) -> web.Response:

@@ -11,13 +11,13 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
-import json
 from dataclasses import dataclass
 
 from aiohttp import BodyPartReader, MultipartReader, StreamReader, web
 from pydantic import ValidationError
 
 from signaling.rest_errors import RestError
+from wire import bounded_json
 from wire.names import MODEL_NAME_RULE, is_model_name
 from wire.rest import IMAGE_MEDIA_TYPES, MAX_ID_LENGTH, DetectJsonRequest
 
@@ -98,8 +98,10 @@ def decode_base64(text: str) -> bytes:
 
 def _json_upload(body: bytes) -> Upload:
     try:
-        data = json.loads(body)
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        data = bounded_json.loads(body)
+    except bounded_json.JsonTooDeepError as exc:
+        raise RestError(400, "json_too_deep", f"the body is refused: {exc}") from exc
+    except ValueError as exc:  # JSONDecodeError, UnicodeDecodeError
         raise RestError(400, "invalid_json", f"the body is not valid JSON: {exc}") from exc
     if not isinstance(data, dict):
         raise RestError(422, "invalid_request", 'the JSON body must be an object: {"id", "image", "model"}')
@@ -148,28 +150,41 @@ async def _multipart_upload(request: web.Request, budget: _Budget) -> Upload:
     return Upload(id=checked_id(text("id")), model=checked_model(text("model")), image=fields["image"])
 
 
-async def read_upload(request: web.Request, max_body_bytes: int) -> Upload:
-    """Read and check the request body in whichever of the three encodings it comes; raises RestError."""
+def body_timeout(timeout_s: float) -> RestError:
+    # Closed: the rest of the body may still trickle in, and the connection is not worth keeping.
+    return RestError(
+        408, "body_timeout", f"the request body did not arrive within {timeout_s:g} s", close=True
+    )
+
+
+async def read_upload(request: web.Request, max_body_bytes: int, timeout_s: float) -> Upload:
+    """Read and check the request body in whichever of the three encodings it comes; raises RestError.
+
+    The body must arrive within ``timeout_s`` (a client that declares more than it sends gets 408).
+    """
     declared = request.content_length
     if declared is not None and declared > max_body_bytes:
         raise body_too_large(declared, max_body_bytes)
     media_type = request.content_type  # aiohttp lower-cases it and drops the parameters
-    budget = _Budget(max_body_bytes)
-    if media_type == "application/json":
-        body = await _read_stream(request.content, budget)
-        return await asyncio.to_thread(_json_upload, body)  # JSON and base64 of megabytes: not on the loop
-    if media_type == "multipart/form-data":
-        return await _multipart_upload(request, budget)
-    if media_type in IMAGE_MEDIA_TYPES:
-        image = await _read_stream(request.content, budget)
-        return Upload(
-            id=checked_id(request.query.get("id")),
-            model=checked_model(request.query.get("model")),
-            image=image,
+    if media_type not in MEDIA_TYPES:
+        shown = media_type if request.headers.get("Content-Type") else "none"
+        raise RestError(
+            415,
+            "unsupported_media_type",
+            f"Content-Type {shown} is not accepted; send one of {', '.join(MEDIA_TYPES)}",
         )
-    shown = media_type if request.headers.get("Content-Type") else "none"
-    raise RestError(
-        415,
-        "unsupported_media_type",
-        f"Content-Type {shown} is not accepted; send one of {', '.join(MEDIA_TYPES)}",
+    budget = _Budget(max_body_bytes)
+    try:
+        async with asyncio.timeout(timeout_s):
+            if media_type == "multipart/form-data":
+                return await _multipart_upload(request, budget)
+            body = await _read_stream(request.content, budget)
+    except TimeoutError:
+        raise body_timeout(timeout_s) from None
+    if media_type == "application/json":
+        return await asyncio.to_thread(_json_upload, body)  # JSON and base64 of megabytes: not on the loop
+    return Upload(
+        id=checked_id(request.query.get("id")),
+        model=checked_model(request.query.get("model")),
+        image=body,
     )

@@ -16,13 +16,14 @@ import weakref
 from collections import deque
 from typing import TypeVar
 
-from aiohttp import WSMsgType, web
+from aiohttp import WSMessage, WSMsgType, web
 from pydantic import BaseModel
 
 from runtime.redis import REDIS_DOWN_ERRORS
 from signaling.admission import Refused, Seat
 from signaling.apikey import api_key_ok
 from signaling.appkeys import KEYS, LIVE, REDIS, SETTINGS
+from signaling.known_models import known_without_worker, unknown_model_message
 from signaling.sessions import LiveSession, new_session_id
 from wire.bridge_rpc import BridgeTimeoutError, OfferRequest, SessionRecord, call_bridge
 from wire.liveness import BridgeInfo, live_bridges, live_workers
@@ -103,15 +104,20 @@ class SignalingSocket:
     async def serve(self) -> None:
         await self.send(await self.models_message(HelloMessage))
         async for msg in self.ws:
-            if msg.type == WSMsgType.TEXT:
-                await self.on_text(msg.data)
-            elif msg.type == WSMsgType.BINARY:
-                WS_MESSAGES.labels(type="binary").inc()
-                await self.error(
-                    ErrorCode.BAD_JSON, "binary frames are not part of the protocol; send JSON text"
-                )
-            elif msg.type == WSMsgType.ERROR:
-                log.info("ws %s: closed by error %s", self.peer, self.ws.exception())
+            try:
+                await self.on_message(msg)
+            except Exception:  # the last line of defence: a bug answers `internal`, the socket stays
+                log.exception("ws %s: handling a %s message failed", self.peer, msg.type.name)
+                await self.error(ErrorCode.INTERNAL, "the server failed to handle this message")
+
+    async def on_message(self, msg: WSMessage) -> None:
+        if msg.type == WSMsgType.TEXT:
+            await self.on_text(msg.data)
+        elif msg.type == WSMsgType.BINARY:
+            WS_MESSAGES.labels(type="binary").inc()
+            await self.error(ErrorCode.BAD_JSON, "binary frames are not part of the protocol; send JSON text")
+        elif msg.type == WSMsgType.ERROR:
+            log.info("ws %s: closed by error %s", self.peer, self.ws.exception())
 
     async def on_text(self, text: str) -> None:
         if len(text.encode("utf-8", "replace")) > self.settings.max_ws_message_bytes:
@@ -208,6 +214,10 @@ class SignalingSocket:
         sample_fps = min(message.sample_fps or self.settings.sample_fps, self.settings.max_sample_fps)
         workers = await live_workers(self.redis, self.keys, model)
         if not workers:
+            if not await known_without_worker(
+                self.redis, self.keys, model, default_model=self.settings.default_model
+            ):
+                raise ClientError(ErrorCode.UNKNOWN_MODEL, unknown_model_message(model))
             known = sorted({w.model for w in await live_workers(self.redis, self.keys)})
             raise ClientError(
                 ErrorCode.NO_WORKER,

@@ -14,13 +14,12 @@ with a complete (non-trickle) SDP (gets ``answer``); from then on the server pus
 
 from __future__ import annotations
 
-import json
 from enum import StrEnum
 from typing import Annotated, Any, Literal
 
 from pydantic import AliasChoices, BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
 
-from wire import PROTOCOL_VERSION, SUPPORTED_VERSIONS
+from wire import PROTOCOL_VERSION, SUPPORTED_VERSIONS, bounded_json
 from wire.messages import Detection, Timings
 from wire.names import MODEL_NAME_PATTERN
 
@@ -32,7 +31,7 @@ class ErrorCode(StrEnum):
     """Machine-readable ``code`` of an ``error`` message."""
 
     BAD_JSON = "bad_json"
-    """The message is not valid JSON text, or not a JSON object."""
+    """The message is not valid JSON text, not a JSON object, or nested too deep (``MAX_JSON_DEPTH``)."""
     BAD_MESSAGE = "bad_message"
     """A field is missing, has the wrong type or is out of range."""
     UNKNOWN_TYPE = "unknown_type"
@@ -54,7 +53,7 @@ class ErrorCode(StrEnum):
     NO_WORKER = "no_worker"
     """No live inference worker serves the requested model."""
     UNKNOWN_MODEL = "unknown_model"
-    """The requested model name is not valid."""
+    """The model is not known: no live worker serves it, it is not in the registry nor the default."""
     BAD_SDP = "bad_sdp"
     """The bridge could not use the offer's SDP."""
     BRIDGE_TIMEOUT = "bridge_timeout"
@@ -246,8 +245,10 @@ def _describe(exc: ValidationError) -> str:
 def parse_client_message(text: str | bytes) -> ClientMessage:
     """Parse one client message, checking JSON, version, type and fields in that order."""
     try:
-        data: Any = json.loads(text)
-    except (ValueError, UnicodeDecodeError) as exc:
+        data: Any = bounded_json.loads(text)
+    except bounded_json.JsonTooDeepError as exc:
+        raise SignalingProtocolError(ErrorCode.BAD_JSON, str(exc)) from exc
+    except ValueError as exc:  # JSONDecodeError and UnicodeDecodeError are ValueErrors
         raise SignalingProtocolError(ErrorCode.BAD_JSON, f"not valid JSON: {exc}") from exc
     if not isinstance(data, dict):
         raise SignalingProtocolError(ErrorCode.BAD_JSON, "a message must be a JSON object")

@@ -143,3 +143,18 @@ def test_bad_options_exit_2_with_one_line(
         assert main(["up", "--host", "127.0.0.1", *args]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert err[-1].startswith("lookout: error: ") and says in err[-1]
+
+
+def test_signaling_binds_loopback_unless_told_otherwise(monkeypatch: pytest.MonkeyPatch) -> None:
+    from lookout.up import Stack
+    from wire.config import UpSettings
+
+    monkeypatch.delenv("LOOKOUT_HOST", raising=False)
+
+    def host_of(stack: Stack) -> str:
+        argv = stack.signaling.argv
+        return argv[argv.index("--host") + 1]
+
+    assert host_of(Stack(UpSettings(_env_file=None, workers=1))) == "127.0.0.1"  # type: ignore[call-arg]
+    told = Stack(UpSettings(_env_file=None, workers=1, host="0.0.0.0"))  # type: ignore[call-arg]
+    assert host_of(told) == "0.0.0.0"

@@ -5,7 +5,10 @@ Detections from the real worker are checked in test_rest_encodings.py; fuzzing i
 
 from __future__ import annotations
 
+import asyncio
 import base64
+import json
+import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -84,22 +87,53 @@ async def test_a_missing_id_gets_a_generated_one(make_client: MakeClient, redis:
 
 
 async def test_no_worker_is_503_and_a_counted_drop(make_client: MakeClient, redis: Redis, keys: Keys) -> None:
+    client = await make_client()  # its default model, fake, exists although no worker serves it now
+    before = metric("lookout_frames_dropped_total", model="fake", site="signaling", reason="no_worker")
+    response = await client.post("/api/v1/detect", data=jpeg_bytes(), headers={"Content-Type": "image/jpeg"})
+    body = await json_of(response)
+    assert response.status == 503
+    assert body["error"]["code"] == "no_worker" and "fake" in body["error"]["message"]
+    assert (await drop_counts(redis, keys, "fake")) == {"no_worker": 1}
+    assert (
+        metric("lookout_frames_dropped_total", model="fake", site="signaling", reason="no_worker")
+        == before + 1
+    )
+
+
+async def test_a_registered_model_without_workers_is_503(
+    make_client: MakeClient, redis: Redis, keys: Keys
+) -> None:
     client = await make_client()
-    before = metric("lookout_frames_dropped_total", model="nobody", site="signaling", reason="no_worker")
+    await redis.sadd(keys.model_names(), "registered")
     response = await client.post(
         "/api/v1/detect",
-        params={"model": "nobody"},
+        params={"model": "registered"},
         data=jpeg_bytes(),
         headers={"Content-Type": "image/jpeg"},
     )
-    body = await json_of(response)
-    assert response.status == 503
-    assert body["error"]["code"] == "no_worker" and "nobody" in body["error"]["message"]
-    assert (await drop_counts(redis, keys, "nobody")) == {"no_worker": 1}
-    assert (
-        metric("lookout_frames_dropped_total", model="nobody", site="signaling", reason="no_worker")
-        == before + 1
-    )
+    assert response.status == 503 and (await json_of(response))["error"]["code"] == "no_worker"
+
+
+async def test_an_unknown_model_is_404_and_leaves_no_key_and_no_series(
+    make_client: MakeClient, redis: Redis
+) -> None:
+    client = await make_client()
+    keys_before = await redis.dbsize()
+    for encoding in ("raw", "json"):
+        if encoding == "raw":
+            response = await client.post(
+                "/api/v1/detect",
+                params={"model": "nobody"},
+                data=b"not even an image",
+                headers={"Content-Type": "image/jpeg"},
+            )
+        else:
+            response = await client.post("/api/v1/detect", json={"image": "", "model": "nobody"})
+        body = await json_of(response)
+        assert response.status == 404 and body["error"]["code"] == "unknown_model", body
+        assert "nobody" in body["error"]["message"]
+    assert await redis.dbsize() == keys_before
+    assert not [s for m in REGISTRY.collect() for s in m.samples if s.labels.get("model") == "nobody"]
 
 
 async def test_a_worker_that_never_answers_gives_504_and_a_counted_timeout(
@@ -233,8 +267,10 @@ async def test_requests_are_counted_by_status(make_client: MakeClient, redis: Re
 
 
 async def test_the_openapi_document_is_served(make_client: MakeClient) -> None:
-    client = await make_client(api_key="s3cret")  # documentation needs no key
-    response = await client.get("/api/v1/openapi.json")
+    client = await make_client(api_key="s3cret")  # behind the key, like the API it describes
+    refused = await client.get("/api/v1/openapi.json")
+    assert refused.status == 401 and (await refused.json())["error"]["code"] == "unauthorized"
+    response = await client.get("/api/v1/openapi.json", headers={"X-API-Key": "s3cret"})
     document = await response.json()
     assert response.status == 200 and document["openapi"].startswith("3.")
     operation = document["paths"]["/api/v1/detect"]["post"]
@@ -244,7 +280,9 @@ async def test_the_openapi_document_is_served(make_client: MakeClient) -> None:
         "image/jpeg",
         "image/png",
     }
-    assert {"200", "400", "401", "413", "415", "422", "503", "504"} <= set(operation["responses"])
+    assert {"200", "400", "401", "404", "408", "413", "415", "422", "503", "504"} <= set(
+        operation["responses"]
+    )
 
 
 async def test_the_real_signaling_app_serves_the_api_behind_its_key(
@@ -261,4 +299,66 @@ async def test_the_real_signaling_app_serves_the_api_behind_its_key(
         )
     assert refused.status == 401 and (await json_of(refused))["error"]["code"] == "unauthorized"
     assert served.status == 200 and (await json_of(served))["model"] == "fake"
-    assert (await client.get("/api/v1/openapi.json")).status == 200
+    assert (await client.get("/api/v1/openapi.json")).status == 401
+    assert (await client.get("/api/v1/openapi.json", params={"key": "k3y"})).status == 200
+    assert (await client.get("/metrics")).status == 200  # open unless metrics_require_key
+
+
+@pytest.mark.parametrize(
+    ("settings", "without_key", "with_key"),
+    [
+        ({"api_key": "k3y", "metrics_require_key": True}, 401, 200),
+        ({"api_key": "k3y"}, 200, 200),
+        ({"metrics_require_key": True}, 200, 200),  # no key configured: nothing to require
+        ({"api_key": "k3y", "metrics_port": 9999}, 404, 404),  # served on its own address instead
+    ],
+)
+async def test_metrics_can_be_put_behind_the_key_or_moved_off_the_http_port(
+    aiohttp_client: Callable[..., Awaitable[Client]],
+    redis_server: RedisServer,
+    settings: dict[str, Any],
+    without_key: int,
+    with_key: int,
+) -> None:
+
+    client = await aiohttp_client(create_app(SignalingSettings(redis_url=redis_server.url, **settings)))
+    refused = await client.get("/metrics")
+    assert refused.status == without_key
+    if without_key == 401:
+        assert (await refused.json())["error"]["code"] == "unauthorized"
+    served = await client.get("/metrics", headers={"X-API-Key": "k3y"})
+    assert served.status == with_key
+    if with_key == 200:
+        assert "lookout_rest_requests" in await served.text()
+    assert (await client.get("/healthz")).status == 200  # health stays open for load balancers
+
+
+async def test_json_nested_too_deep_is_400(make_client: MakeClient) -> None:
+    client = await make_client()
+    for body in ("[" * 1000 + "]" * 1000, '{"image": ' + "[" * 100_000, '{"a":' * 40 + "1" + "}" * 40):
+        response = await client.post(
+            "/api/v1/detect", data=body, headers={"Content-Type": "application/json"}
+        )
+        error = (await json_of(response))["error"]
+        assert (
+            response.status == 400 and error["code"] == "json_too_deep" and "deeper than" in error["message"]
+        )
+
+
+async def test_a_body_that_does_not_arrive_in_time_is_408_and_closed(make_client: MakeClient) -> None:
+    client = await make_client(body_read_timeout_s=0.3)
+    assert client.port is not None
+    reader, writer = await asyncio.open_connection("127.0.0.1", client.port)
+    started = time.monotonic()
+    writer.write(
+        b"POST /api/v1/detect HTTP/1.1\r\nHost: x\r\nContent-Type: image/jpeg\r\n"
+        b"Content-Length: 100000\r\n\r\n" + b"\xff" * 1000
+    )
+    await writer.drain()
+    reply = await asyncio.wait_for(reader.read(), 5)  # read() returns at EOF: the server closed
+    elapsed = time.monotonic() - started
+    writer.close()
+    head, _, body = reply.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 408"), reply
+    assert json.loads(body)["error"]["code"] == "body_timeout"
+    assert 0.3 <= elapsed < 3, elapsed

@@ -2,8 +2,8 @@
 
 Over 2,000 generated requests: schemathesis' positive and negative cases for every encoding, mutated
 real images that get past the header check and reach the worker, and wrong API keys. Every response
-must conform to the document (status, content type, schema), no response may be a 5xx other than the
-documented "no worker serves that model", and the worker must survive all of it.
+must conform to the document (status, content type, schema), no response may be a 5xx,
+and the worker must survive all of it.
 """
 
 from __future__ import annotations
@@ -89,17 +89,9 @@ def count_request() -> None:
 
 
 def no_server_error(response: requests.Response, model: str | None) -> None:
-    """Nothing 5xx, except the documented 503 for a model no worker serves."""
+    """Nothing 5xx: a model no worker serves is unknown (404 unknown_model), the one served has a worker."""
     count_request()
-    if response.status_code < 500:
-        return
-    body = response.json()
-    assert (
-        response.status_code == 503 and body["error"]["code"] == "no_worker" and model not in (None, SERVED)
-    ), (
-        response.status_code,
-        body,
-    )
+    assert response.status_code < 500, (response.status_code, response.text, model)
 
 
 def sent_model(case: Any) -> str | None:

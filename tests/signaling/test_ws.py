@@ -105,6 +105,9 @@ async def test_join_without_worker_or_bridge_says_so(client: Client, redis: Redi
         error = await ask(ws, {"v": 2, "type": "join"}, "error")
         assert error["code"] == "no_bridge"
         other = await ask(ws, {"v": 2, "type": "join", "model": "nonexistent"}, "error")
+        assert other["code"] == "unknown_model" and "nonexistent" in other["message"]
+        await redis.sadd(keys.model_names(), "registered")  # known to the registry, but no worker serves it
+        other = await ask(ws, {"v": 2, "type": "join", "model": "registered"}, "error")
         assert other["code"] == "no_worker" and MODEL in other["message"]  # names the models that exist
         models = await ask(ws, {"v": 2, "type": "list_models"}, "models")
         assert models["models"] == [{"name": MODEL, "workers": 1}]

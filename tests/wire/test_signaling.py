@@ -51,6 +51,9 @@ from wire.signaling import (
         ('{"v": 2, "type": "join", "model": ".hidden"}', ErrorCode.BAD_MESSAGE),  # the common name rule
         ('{"v": 2, "type": "join", "model": "-rf"}', ErrorCode.BAD_MESSAGE),
         (json.dumps({"v": 2, "type": "offer", "sdp": "x" * (MAX_SDP_CHARS + 1)}), ErrorCode.TOO_LARGE),
+        ("[" * 1000 + "]" * 1000, ErrorCode.BAD_JSON),  # json.loads alone raises RecursionError on these
+        ('{"v": 2, "type": "ping", "x": ' + "[" * 100_000, ErrorCode.BAD_JSON),
+        ('{"v": 2, "type": "join", "x": ' + "[" * 33 + "]" * 33 + "}", ErrorCode.BAD_JSON),
     ],
 )
 def test_bad_messages_get_a_specific_code(text: str, code: ErrorCode) -> None:

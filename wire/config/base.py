@@ -137,15 +137,17 @@ def session_refresh_interval(ttl_s: float) -> float:
 
 
 class MetricsSection(BaseSettings):
-    """The Prometheus endpoint of a process that serves its own (the worker and the bridge).
+    """The Prometheus endpoint of a process on a port of its own (the worker, the bridge, signaling).
 
-    Signaling serves /metrics on its HTTP port instead.
+    Signaling serves /metrics on its HTTP port unless this port is set (it then binds ``metrics_host``).
     """
 
     model_config = SETTINGS_CONFIG
 
     metrics_port: OptionalPort = Field(
-        default=0, description="Port of the Prometheus /metrics endpoint; 0 disables it."
+        default=0,
+        description="Port of the Prometheus /metrics endpoint; 0 disables it (signaling: serves it on "
+        "its HTTP port).",
     )
 
 

@@ -46,7 +46,11 @@ class HttpSection(BaseSettings):
 
     model_config = SETTINGS_CONFIG
 
-    host: str = Field(default="0.0.0.0", description="Address the HTTP server binds.")
+    host: str = Field(
+        default="127.0.0.1",
+        description="Address the HTTP server binds; 0.0.0.0 for every interface (needs an API key, "
+        "or insecure_no_auth).",
+    )
     port: Port = Field(default=8080, description="Port of the page, /ws, /api and /metrics.")
 
 
@@ -160,7 +164,7 @@ class BridgeSettings(StreamSettings, MetricsSection, SampleRateSection, SessionS
         return self
 
 
-class SignalingSettings(StreamSettings, HttpSection, SampleRateSection, SessionSection):
+class SignalingSettings(StreamSettings, HttpSection, SampleRateSection, SessionSection, MetricsSection):
     """``lookout signaling``: the web page, WebSocket signaling and the REST API."""
 
     web_dir: Path | None = Field(
@@ -168,6 +172,19 @@ class SignalingSettings(StreamSettings, HttpSection, SampleRateSection, SessionS
     )
     api_key: str = Field(
         default="", description="Key required in the X-API-Key header (or ?key=); empty: off."
+    )
+    insecure_no_auth: bool = Field(
+        default=False,
+        description="Serve beyond loopback without an API key (anyone who reaches the port may use it).",
+    )
+    metrics_require_key: bool = Field(
+        default=False, description="/metrics on the HTTP port needs the API key too (if one is set)."
+    )
+    metrics_host: str = Field(
+        default="127.0.0.1", description="Address signaling's separate /metrics port binds (metrics_port)."
+    )
+    body_read_timeout_s: Seconds = Field(
+        default=10.0, description="Seconds a REST request body may take to arrive; slower gets 408."
     )
     default_model: str = Field(
         default="yolox_nano", min_length=1, description="Model used when a client names none."
