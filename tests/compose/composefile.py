@@ -59,9 +59,14 @@ def interpolate(value: Any, env: Mapping[str, str]) -> Any:
     return VARIABLE.sub(one, value)
 
 
-def resolved(env: Mapping[str, str] | None = None) -> dict[str, Any]:
-    """The compose file with every variable filled from ``env`` (default: none set, so the defaults)."""
-    result = interpolate(raw(), env or {})
+REQUIRED = {"LOOKOUT_API_KEY": "compose-test-key"}
+"""What an operator must set in .env: compose refuses to start without it (``${NAME:?...}``)."""
+
+
+def resolved(env: Mapping[str, str] | None = None, *, required: bool = True) -> dict[str, Any]:
+    """The compose file with every variable filled from ``env`` (default: none set, so the defaults),
+    plus the REQUIRED ones unless ``required`` is False."""
+    result = interpolate(raw(), {**(REQUIRED if required else {}), **(env or {})})
     assert isinstance(result, dict)
     return result
 

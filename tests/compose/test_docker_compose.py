@@ -110,3 +110,10 @@ def test_mounted_files_exist() -> None:
                 assert (COMPOSE_DIR / source).exists(), f"{name} mounts {source}, which is not in compose/"
             elif not source.startswith(("/", "../")):
                 assert source in resolved()["volumes"], f"{name} mounts the undeclared volume {source}"
+
+
+def test_compose_refuses_to_publish_signaling_without_an_api_key() -> None:
+    with pytest.raises(ValueError, match="LOOKOUT_API_KEY"):
+        resolved(required=False)
+    signaling = resolved({"LOOKOUT_API_KEY": "s3cret"})["services"]["signaling"]
+    assert signaling["environment"]["LOOKOUT_API_KEY"] == "s3cret"
