@@ -31,6 +31,7 @@ import yaml
 from prometheus_client.parser import text_string_to_metric_families
 from redis.asyncio import Redis
 
+from lookout.webrtc_client import LiveClient, LoopingVideoTrack
 from tests.compose.composefile import COMPOSE_DIR, resolved
 from tests.support.images import imread
 from tests.support.processes import OUTPUT, LookoutProcess, wait_heartbeat, wait_http, wait_until
@@ -180,7 +181,12 @@ def stack(shared_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterato
             "LOOKOUT_INFLUX_INTERVAL_S": "1",
         }
         parts = {
-            "signaling": {"LOOKOUT_HOST": "127.0.0.1", "LOOKOUT_PORT": str(running.signaling_port)},
+            # On loopback signaling needs no key: the test's REST and Prometheus traffic go without one.
+            "signaling": {
+                "LOOKOUT_HOST": "127.0.0.1",
+                "LOOKOUT_PORT": str(running.signaling_port),
+                "LOOKOUT_API_KEY": "",
+            },
             "bridge": {
                 "LOOKOUT_METRICS_PORT": str(running.bridge_metrics),
                 "LOOKOUT_UDP_PORT_MIN": str(udp_low),
@@ -292,8 +298,6 @@ def samples_of(family: Any, **labels: str) -> list[float]:
 async def test_traffic_moves_every_metric_the_dashboards_query(
     stack: Stack, images_dir: Path, video_path: Path
 ) -> None:
-    from lookout.webrtc_client import LiveClient, LoopingVideoTrack
-
     jpeg = (images_dir / "dog.jpg").read_bytes()
     height, width = imread(images_dir / "dog.jpg").shape[:2]
     timeout = aiohttp.ClientTimeout(total=60)
