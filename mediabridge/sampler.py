@@ -237,7 +237,7 @@ class Sampler:
         try:
             outcome = await self.client.wait(seq, future, model=self.model, timeout_s=timeout_s)
         except asyncio.CancelledError:
-            self.unresolved += 1  # closing: FrameClient.close ends it as a client timeout
+            self.unresolved += 1  # closing: FrameClient.wait ends it as a counted client timeout
             raise
         finally:
             self._release()

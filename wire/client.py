@@ -13,10 +13,10 @@ import contextlib
 import itertools
 import logging
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Coroutine
 from dataclasses import dataclass
 from types import TracebackType
-from typing import cast
+from typing import Any, cast
 
 from redis.asyncio import Redis
 from redis.exceptions import ResponseError
@@ -134,7 +134,7 @@ class FrameClient:
         self.session = session or f"client-{uuid.uuid4().hex[:12]}"
         self._seq = itertools.count()
         self._pending: dict[int, _Waiting] = {}
-        self._settling: set[asyncio.Task[None]] = set()
+        self._settling: set[asyncio.Task[object]] = set()
         self._reader: asyncio.Task[None] | None = None
         self._ready = asyncio.Event()
 
@@ -236,6 +236,13 @@ class FrameClient:
         except TimeoutError:
             waiting = self._pending.get(seq) or _Waiting(future, model)
             return await self._timeout_drop(seq, waiting, f"no result within {timeout_s:.1f} s")
+        except asyncio.CancelledError:
+            # Nobody will wait for it now: end it as a timeout in the background, so that it is counted
+            # at once (a frame held by a dead worker would otherwise wait for a claim) and not left here.
+            abandoned = self._pending.get(seq)
+            if abandoned is not None and not future.done():
+                self._in_background(self._timeout_drop(seq, abandoned, "its waiter was cancelled"))
+            raise
         finally:
             self._pending.pop(seq, None)
 
@@ -260,9 +267,7 @@ class FrameClient:
         try:
             claimed = await self._claim(waiting)
         except REDIS_DOWN_ERRORS:
-            task = asyncio.create_task(self._settle(waiting), name=f"settle:{self.session}:{seq}")
-            self._settling.add(task)
-            task.add_done_callback(self._settling.discard)
+            self._in_background(self._settle(waiting))
             return drop.model_copy(update={"detail": f"{detail} (counted once Redis is back)"})
         if claimed:
             return drop
@@ -271,6 +276,12 @@ class FrameClient:
             with contextlib.suppress(TimeoutError):
                 return await asyncio.wait_for(asyncio.shield(waiting.future), LATE_OUTCOME_WAIT_S)
         return drop.model_copy(update={"detail": f"{detail}; a worker ended it meanwhile (counted there)"})
+
+    def _in_background(self, work: Coroutine[Any, Any, object]) -> None:
+        """Settle a frame's count off the caller's path; ``close`` waits for these (CLOSE_SETTLE_S)."""
+        task = asyncio.create_task(work, name=f"settle:{self.session}")
+        self._settling.add(task)
+        task.add_done_callback(self._settling.discard)
 
     async def _claim(self, waiting: _Waiting) -> bool:
         return await claim_for_client(

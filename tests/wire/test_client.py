@@ -101,6 +101,24 @@ async def test_a_timed_out_frame_is_counted_once_even_when_a_worker_ends_it_late
     assert await drop_counts(redis, keys, MODEL) == {"timeout": 1}
 
 
+async def test_a_cancelled_wait_ends_its_frame_as_a_counted_timeout_at_once(
+    redis: Redis, keys: Keys, responder: None
+) -> None:
+    async with FrameClient(redis, keys=keys) as client:
+        await client.detect(b"jpeg", model=MODEL, width=1, height=1, timeout_s=30)  # seq 0
+        seq, future = await client.submit(b"jpeg", model=MODEL, width=1, height=1)  # seq 1: left pending
+        waiter = asyncio.create_task(client.wait(seq, future, model=MODEL, timeout_s=30))
+        await asyncio.sleep(0.3)
+        await cancel_and_wait(waiter)
+        assert client.in_flight == 0
+        for _ in range(50):
+            if (await drop_counts(redis, keys, MODEL)).get("timeout") == 1:
+                break
+            await asyncio.sleep(0.05)
+    assert await drop_counts(redis, keys, MODEL) == {"timeout": 1}
+    assert (await redis.xpending(keys.frames(MODEL), WORKER_GROUP))["pending"] == 0
+
+
 async def test_a_frame_no_worker_read_is_counted_and_taken_off_the_stream(redis: Redis, keys: Keys) -> None:
     stream = keys.frames(MODEL)
     await redis.xgroup_create(stream, WORKER_GROUP, id="0", mkstream=True)
