@@ -5,11 +5,10 @@ from __future__ import annotations
 import socket
 from pathlib import Path
 
-import aiohttp
 import pytest
 
 from lookout.cli import main
-from tests.support.processes import LookoutProcess, wait_until
+from tests.support.processes import LookoutProcess, wait_ok
 from tests.support.redis_server import RedisServer, free_port
 
 
@@ -45,18 +44,7 @@ async def test_signaling_process_serves_and_stops_on_sigterm(
         ["signaling", "--host", "127.0.0.1", "--port", str(port), "--redis-url", redis_server.url],
     )
     try:
-
-        async def healthy() -> bool:
-            try:
-                async with (
-                    aiohttp.ClientSession() as http,
-                    http.get(f"http://127.0.0.1:{port}/healthz") as reply,
-                ):
-                    return reply.status == 200
-            except aiohttp.ClientError:
-                return False
-
-        await wait_until(healthy, timeout=60, what="signaling /healthz")
+        await wait_ok(f"http://127.0.0.1:{port}/healthz", "signaling /healthz")
     finally:
         code = process.stop(timeout=30)
     assert code == 0, process.log_path.read_text()

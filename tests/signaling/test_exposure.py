@@ -7,7 +7,7 @@ import pytest
 
 from lookout.cli import main
 from signaling.exposure import ExposedWithoutKeyError, binds_beyond_loopback, check_exposure
-from tests.support.processes import LookoutProcess, wait_until
+from tests.support.processes import LookoutProcess, wait_ok
 from tests.support.redis_server import RedisServer, free_port
 from wire.config import SignalingSettings
 
@@ -75,18 +75,7 @@ async def test_with_the_insecure_flag_it_serves_and_warns(redis_server: RedisSer
         ],
     )
     try:
-
-        async def healthy() -> bool:
-            try:
-                async with (
-                    aiohttp.ClientSession() as http,
-                    http.get(f"http://127.0.0.1:{port}/healthz") as reply,
-                ):
-                    return reply.status == 200
-            except aiohttp.ClientError:
-                return False
-
-        await wait_until(healthy, timeout=60, what="signaling /healthz")
+        await wait_ok(f"http://127.0.0.1:{port}/healthz", "signaling /healthz")
         async with aiohttp.ClientSession() as http:
             async with http.get(f"http://127.0.0.1:{metrics_port}/metrics") as separate:
                 assert separate.status == 200 and "lookout_rest_requests" in await separate.text()

@@ -94,6 +94,20 @@ async def wait_until(
     raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
 
 
+async def wait_ok(url: str, what: str, timeout: float = 60) -> None:
+    """From an async test: poll ``url`` with aiohttp until it answers 200 (``wait_http`` blocks)."""
+    import aiohttp
+
+    async def answers() -> bool:
+        try:
+            async with aiohttp.ClientSession() as http, http.get(url) as reply:
+                return reply.status == 200
+        except aiohttp.ClientError:
+            return False
+
+    await wait_until(answers, timeout=timeout, what=what)
+
+
 def poll_until(check: Callable[[], bool], timeout: float, alive: list[LookoutProcess] | None) -> bool:
     """Call ``check`` every 0.2 s until it holds (True) or ``timeout`` passes (False).
 
