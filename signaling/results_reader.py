@@ -23,15 +23,13 @@ from redis.asyncio import Redis
 from redis.exceptions import ResponseError
 
 from runtime.redis import REDIS_DOWN_ERRORS, Outage
+from wire.client import StreamReply
 from wire.messages import Fields
 
 log = logging.getLogger(__name__)
 
 Sink = Callable[[str, Fields], None]
 """Receives one entry (its id and fields). Called on the reader's task: it must not block or await."""
-
-StreamReply = list[tuple[bytes, list[tuple[bytes, Fields]]]] | None
-"""What XREAD returns without ``decode_responses`` (RESP2)."""
 
 
 @dataclass(eq=False)
