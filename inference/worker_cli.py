@@ -66,7 +66,7 @@ def run_worker(args: argparse.Namespace) -> int:
 async def _serve(detector: Any, settings: WorkerSettings) -> int:
     from inference.worker import Worker
 
-    redis = await bootstrap.connect_redis(settings.redis_url, service="worker")
+    redis = await bootstrap.connect_redis(settings, service="worker")
     worker: Worker = Worker(redis, detector, settings)
     from inference.hard_examples import sampler_from_settings
     from inference.rollout import start_watching

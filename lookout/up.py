@@ -33,6 +33,7 @@ from types import FrameType
 from typing import IO
 
 from lookout.supervisor import Backoff, RestartPolicy
+from runtime.redis_url import redact_url
 from runtime.settings_cli import add_settings_arguments, load_settings
 from wire.config import SignalingSettings, UpSettings
 from wire.errors import LookoutError
@@ -390,8 +391,9 @@ def run_up(args: argparse.Namespace) -> int:
     stack = Stack(settings)
     signal.signal(signal.SIGTERM, stack.request_stop)
     signal.signal(signal.SIGINT, stack.request_stop)
+    redis = "embedded" if stack.redis else redact_url(stack.redis_url)
     print(
-        f"lookout up: starting Redis ({'embedded' if stack.redis else stack.redis_url}), signaling, "
+        f"lookout up: starting Redis ({redis}), signaling, "
         f"{len(stack.bridges)} bridge(s), {len(stack.workers)} worker(s) of {settings.model}...",
         flush=True,
     )

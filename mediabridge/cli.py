@@ -7,6 +7,7 @@ import asyncio
 import logging
 
 from runtime import bootstrap
+from runtime.redis_url import redact_url
 from runtime.settings_cli import add_settings_arguments, load_settings
 from wire.config import BridgeSettings
 
@@ -44,10 +45,10 @@ async def _serve(settings: BridgeSettings) -> int:
 
     ice.restrict_host_addresses(ice.split_list(settings.ice_host_addresses))  # checked by the settings
     bootstrap.serve_metrics(settings.metrics_port, service="bridge")
-    redis = await bootstrap.connect_redis(settings.redis_url, service="bridge", **redis_options())
+    redis = await bootstrap.connect_redis(settings, service="bridge", **redis_options())
     bridge = MediaBridge(settings, redis)
     push = bootstrap.start_push(settings, service="bridge")
-    print(f"lookout bridge {bridge.id}: ready (redis {settings.redis_url})", flush=True)
+    print(f"lookout bridge {bridge.id}: ready (redis {redact_url(settings.redis_url)})", flush=True)
     try:
         with bootstrap.stop_requested() as stop:
             await bridge.run(stop)

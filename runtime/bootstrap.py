@@ -22,13 +22,14 @@ from typing import TYPE_CHECKING, Any
 from pydantic import Field
 from pydantic_settings import BaseSettings
 
+from runtime.redis_url import client_options, endpoint, redact_url
 from wire.config.base import SETTINGS_CONFIG
 from wire.errors import LookoutError
 
 if TYPE_CHECKING:
     from redis.asyncio import Redis
 
-    from wire.config import CommonSettings
+    from wire.config import CommonSettings, RegistrySection
     from wire.influx import InfluxPush
 
 log = logging.getLogger("lookout")
@@ -41,6 +42,10 @@ class RedisUnreachableError(LookoutError):
     """Redis does not answer at start. Exit 1: it may be starting still, so a supervisor retries."""
 
     exit_code = 1
+
+
+class RedisAuthError(LookoutError):
+    """Redis refused this service's password, or wants one it was not given: a configuration to fix."""
 
 
 class MetricsPortError(LookoutError):
@@ -94,19 +99,29 @@ def _requested(stop: asyncio.Event, sig: signal.Signals) -> None:
     stop.set()
 
 
-async def connect_redis(url: str, *, service: str, **options: Any) -> Redis:
-    """A client of ``url`` that has answered a PING; else ``RedisUnreachableError`` in one line.
+async def connect_redis(settings: RegistrySection, *, service: str, **options: Any) -> Redis:
+    """A client of ``settings.redis_url`` that has answered a PING; else one line and an exit code.
 
-    ``options`` go to ``Redis.from_url`` (a service's own timeouts and retries)."""
+    The password and TLS files of ``settings`` apply (``runtime.redis_url.client_options``); ``options``
+    go to ``Redis.from_url`` too (a service's own timeouts and retries). A refused password is
+    ``RedisAuthError`` (exit 2: retrying cannot help); a Redis that does not answer is
+    ``RedisUnreachableError``. Neither message shows the password.
+    """
     from redis.asyncio import Redis
-    from redis.exceptions import RedisError
+    from redis.exceptions import AuthenticationError, RedisError
 
-    redis = Redis.from_url(url, **{"socket_connect_timeout": 5, **options})
+    url = settings.redis_url
+    redis = Redis.from_url(url, **{"socket_connect_timeout": 5, **client_options(settings), **options})
     try:
         await redis.ping()
+    except AuthenticationError:
+        await redis.aclose()
+        given = bool(redis.connection_pool.connection_kwargs.get("password"))
+        problem = "refused the password" if given else "needs a password (none was given)"
+        raise RedisAuthError(f"{service}: Redis at {endpoint(url)} {problem}") from None
     except (RedisError, OSError) as exc:
         await redis.aclose()
-        raise RedisUnreachableError(f"{service}: cannot reach Redis at {url}: {exc}") from None
+        raise RedisUnreachableError(f"{service}: cannot reach Redis at {redact_url(url)}: {exc}") from None
     return redis
 
 

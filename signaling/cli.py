@@ -41,7 +41,7 @@ def run_signaling(args: argparse.Namespace) -> int:
     warning = check_exposure(settings)  # refuses (exit 2) to serve beyond loopback with no key by accident
     if warning:
         log.warning("%s", warning)
-    asyncio.run(_check_redis(settings.redis_url))
+    asyncio.run(_check_redis(settings))
     # With metrics_port, /metrics leaves the HTTP port for its own address (create_app drops the route).
     bootstrap.serve_metrics(settings.metrics_port, service="signaling", host=settings.metrics_host)
     app = create_app(settings)
@@ -63,8 +63,8 @@ def run_signaling(args: argparse.Namespace) -> int:
     return 0
 
 
-async def _check_redis(url: str) -> None:
-    redis = await bootstrap.connect_redis(url, service="signaling")
+async def _check_redis(settings: SignalingSettings) -> None:
+    redis = await bootstrap.connect_redis(settings, service="signaling")
     await redis.aclose()
 
 

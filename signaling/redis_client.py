@@ -27,6 +27,7 @@ from redis.asyncio import BlockingConnectionPool, Redis
 from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialWithJitterBackoff
 
+from runtime.redis_url import client_options
 from wire.config import SignalingSettings
 
 CLIENT_NAME = "lookout-signaling"
@@ -59,6 +60,7 @@ def signaling_redis(settings: SignalingSettings) -> Redis:
         health_check_interval=HEALTH_CHECK_INTERVAL_S,
         client_name=CLIENT_NAME,
         retry=Retry(RETRY_BACKOFF, RETRIES),
+        **client_options(settings),
     )
     return Redis(connection_pool=pool)
 

@@ -157,15 +157,16 @@ def _with_registry(args: argparse.Namespace, action: Callable[[Any, Any], Awaita
     from redis.asyncio import Redis
 
     from runtime.redis import REDIS_DOWN_ERRORS
+    from runtime.redis_url import client_options, redact_url
     from wire.keys import Keys
 
     async def run() -> T:
-        redis = Redis.from_url(settings.redis_url, socket_connect_timeout=5)
+        redis = Redis.from_url(settings.redis_url, socket_connect_timeout=5, **client_options(settings))
         try:
             return await action(redis, Keys(settings.key_prefix))
         except REDIS_DOWN_ERRORS as exc:
             raise RedisUnavailableError(
-                f"cannot reach the registry's Redis at {settings.redis_url}: {exc}"
+                f"cannot reach the registry's Redis at {redact_url(settings.redis_url)}: {exc}"
             ) from exc
         finally:
             await redis.aclose()

@@ -133,11 +133,12 @@ def _publish(
 
     from redis.asyncio import Redis
 
+    from runtime.redis_url import client_options
     from wire import registry
     from wire.keys import Keys
 
     async def run() -> dict[str, Any]:
-        redis = Redis.from_url(settings.redis_url)
+        redis = Redis.from_url(settings.redis_url, **client_options(settings))
         keys = Keys(settings.key_prefix)
         try:
             entry = await registry.register(

@@ -59,7 +59,7 @@ def interpolate(value: Any, env: Mapping[str, str]) -> Any:
     return VARIABLE.sub(one, value)
 
 
-REQUIRED = {"LOOKOUT_API_KEY": "compose-test-key"}
+REQUIRED = {"LOOKOUT_API_KEY": "compose-test-key", "REDIS_PASSWORD": "compose-test-password"}
 """What an operator must set in .env: compose refuses to start without it (``${NAME:?...}``)."""
 
 

@@ -114,6 +114,19 @@ def test_mounted_files_exist() -> None:
 
 def test_compose_refuses_to_publish_signaling_without_an_api_key() -> None:
     with pytest.raises(ValueError, match="LOOKOUT_API_KEY"):
-        resolved(required=False)
+        resolved({"REDIS_PASSWORD": "pw"}, required=False)
     signaling = resolved({"LOOKOUT_API_KEY": "s3cret"})["services"]["signaling"]
     assert signaling["environment"]["LOOKOUT_API_KEY"] == "s3cret"
+
+
+def test_compose_refuses_to_start_redis_or_a_service_without_a_redis_password() -> None:
+    with pytest.raises(ValueError, match=r"\$\{REDIS_PASSWORD\} is required: set REDIS_PASSWORD in \.env"):
+        resolved({"LOOKOUT_API_KEY": "key"}, required=False)
+    services = resolved({"REDIS_PASSWORD": "s3cret"})["services"]
+    command = services["redis"]["command"]
+    assert command[command.index("--requirepass") + 1] == "s3cret"
+    assert services["redis"]["environment"]["REDISCLI_AUTH"] == "s3cret"  # for the healthcheck's redis-cli
+    lookout = [name for name, svc in services.items() if "LOOKOUT_REDIS_URL" in svc.get("environment", {})]
+    assert sorted(lookout) == ["bridge", "signaling", "worker-cpu", "worker-gpu"]
+    for name in lookout:
+        assert services[name]["environment"]["LOOKOUT_REDIS_PASSWORD"] == "s3cret", name

@@ -6,11 +6,13 @@ import asyncio
 import os
 import signal
 import socket
+from collections.abc import Iterator
 
 import pytest
 
 from runtime.bootstrap import (
     MetricsPortError,
+    RedisAuthError,
     RedisUnreachableError,
     connect_redis,
     restore_sigint,
@@ -19,6 +21,9 @@ from runtime.bootstrap import (
     stop_requested,
 )
 from tests.support.redis_server import RedisServer, free_port
+from wire.config import RegistrySection
+
+PASSWORD = "pa55-w0rd"
 
 
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
@@ -37,18 +42,63 @@ async def test_either_signal_sets_the_event_and_the_handlers_go_afterwards(sig: 
 async def test_an_unreachable_redis_is_one_line_and_exit_1() -> None:
     url = f"redis://127.0.0.1:{free_port()}/0"
     with pytest.raises(RedisUnreachableError) as error:
-        await connect_redis(url, service="bridge")
+        await connect_redis(RegistrySection(redis_url=url), service="bridge")
     line = str(error.value)
     assert line.startswith(f"bridge: cannot reach Redis at {url}: ") and "\n" not in line
     assert error.value.exit_code == 1  # it may come up: a supervisor tries again
 
 
 async def test_a_reachable_redis_has_answered_a_ping(redis_server: RedisServer) -> None:
-    redis = await connect_redis(redis_server.url, service="worker")
+    redis = await connect_redis(RegistrySection(redis_url=redis_server.url), service="worker")
     try:
         assert await redis.ping()
     finally:
         await redis.aclose()
+
+
+@pytest.fixture(scope="module")
+def locked_redis() -> Iterator[RedisServer]:
+    server = RedisServer(password=PASSWORD)
+    server.start()
+    yield server
+    server.stop()
+
+
+async def test_an_unreachable_redis_never_shows_the_password() -> None:
+    url = f"redis://:{PASSWORD}@127.0.0.1:{free_port()}/0"
+    with pytest.raises(RedisUnreachableError) as error:
+        await connect_redis(RegistrySection(redis_url=url), service="bridge")
+    assert PASSWORD not in str(error.value) and ":***@127.0.0.1" in str(error.value)
+
+
+@pytest.mark.parametrize(
+    ("how", "problem"),
+    [("none", "needs a password (none was given)"), ("wrong", "refused the password")],
+)
+async def test_a_refused_password_is_one_line_saying_which_and_exit_2(
+    locked_redis: RedisServer, how: str, problem: str
+) -> None:
+    url = (
+        locked_redis.anonymous_url
+        if how == "none"
+        else f"redis://:wrong-{PASSWORD}@127.0.0.1:{locked_redis.port}/0"
+    )
+    with pytest.raises(RedisAuthError) as error:
+        await connect_redis(RegistrySection(redis_url=url), service="worker")
+    assert str(error.value) == f"worker: Redis at 127.0.0.1:{locked_redis.port} {problem}"
+    assert error.value.exit_code == 2  # retrying cannot help
+
+
+async def test_the_password_comes_from_the_url_or_the_setting(locked_redis: RedisServer) -> None:
+    for settings in (
+        RegistrySection(redis_url=locked_redis.url),
+        RegistrySection(redis_url=locked_redis.anonymous_url, redis_password=PASSWORD),
+    ):
+        redis = await connect_redis(settings, service="worker")
+        try:
+            assert await redis.ping()
+        finally:
+            await redis.aclose()
 
 
 def test_a_taken_metrics_port_is_a_configuration_error() -> None:

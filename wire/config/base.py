@@ -55,6 +55,18 @@ class RegistrySection(BaseSettings):
         description="Redis server all services share.",
         json_schema_extra=flags("--redis-url", "--redis"),
     )
+    redis_password: str = Field(
+        default="",
+        repr=False,
+        description="Password of that Redis (requirepass or an ACL user's), used when the URL carries none.",
+    )
+    redis_ca_file: Path | None = Field(
+        default=None, description="CA certificate that signs the Redis server's (rediss:// URLs)."
+    )
+    redis_cert_file: Path | None = Field(
+        default=None, description="Client certificate for a Redis that verifies clients (rediss://)."
+    )
+    redis_key_file: Path | None = Field(default=None, description="Private key of redis_cert_file.")
     key_prefix: str = Field(
         default="lookout", min_length=1, description="Prefix of every Redis key, to share one Redis."
     )
