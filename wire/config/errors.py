@@ -67,6 +67,10 @@ def _message(error: Mapping[str, Any]) -> str:
     return text.removeprefix("Value error, ").removeprefix("Assertion failed, ")
 
 
+UNSHOWN_INPUTS = frozenset({"redis_url", "redis_password"})
+"""Fields whose rejected value an error never repeats: a Redis URL may carry its password."""
+
+
 def describe_invalid(
     exc: ValidationError,
     *,
@@ -91,4 +95,6 @@ def describe_invalid(
         name = env_name(field)
     got = first.get("input")
     shown = f" (got {got!r})" if isinstance(got, str | int | float) and first["type"] != "missing" else ""
+    if field in UNSHOWN_INPUTS:
+        shown = ""
     return f"{what} {name}: {_message(first)}{shown}"

@@ -27,6 +27,13 @@ def test_a_value_from_the_environment_is_named_by_its_variable(monkeypatch: pyte
     assert line == "invalid worker setting LOOKOUT_CONF: Input should be less than or equal to 1 (got '2')"
 
 
+def test_a_rejected_redis_url_is_not_repeated_since_it_may_carry_a_password() -> None:
+    line = describe_invalid(invalid(redis_url="http://:s3cret@h:6379/0"), command="worker", given=set())
+    assert line == (
+        "invalid worker setting LOOKOUT_REDIS_URL: invalid Redis URL: must start with redis://, rediss://, unix://"
+    )
+
+
 def test_a_rule_across_fields_names_them_without_pydantics_prefix() -> None:
     line = describe_invalid(invalid(hard_examples_low=0.9), command="worker")
     assert line == "invalid worker settings: hard_examples_low (0.9) must be below hard_examples_high (0.6)"
