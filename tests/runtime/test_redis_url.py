@@ -14,7 +14,7 @@ from wire.config import RegistrySection
     ("url", "shown"),
     [
         ("redis://:s3cret@redis:6379/0", "redis://:***@redis:6379/0"),
-        ("rediss://worker:s3cret@10.0.0.5:6380/1", "rediss://worker:***@10.0.0.5:6380/1"),
+        ("rediss://worker:s3cret@169.254.10.5:6380/1", "rediss://worker:***@169.254.10.5:6380/1"),
         ("redis://:p%40ss@h/0", "redis://:***@h/0"),
         ("redis://127.0.0.1:6379/0", "redis://127.0.0.1:6379/0"),
         ("redis://worker@h:6379/0", "redis://worker@h:6379/0"),  # a user name alone is no secret
@@ -27,7 +27,7 @@ def test_redact_url_masks_the_password_and_keeps_the_rest(url: str, shown: str) 
 
 def test_endpoint_is_host_and_port() -> None:
     assert endpoint("rediss://:x@central.example/0") == "central.example:6379"
-    assert endpoint("redis://10.0.0.5:6380/0") == "10.0.0.5:6380"
+    assert endpoint("redis://169.254.10.5:6380/0") == "169.254.10.5:6380"
     assert endpoint("unix:///run/redis.sock") == "/run/redis.sock"
 
 

@@ -23,7 +23,7 @@ from wire.config import SignalingSettings
         ("0.0.0.0", True),
         ("", True),
         ("::", True),
-        ("192.168.1.20", True),
+        ("169.254.1.20", True),
         ("example.org", True),  # a name may resolve to anything
     ],
 )
