@@ -4,16 +4,14 @@ fanned out to the right sink, and ridden through a real Redis restart."""
 from __future__ import annotations
 
 import asyncio
-import contextlib
-from collections.abc import AsyncIterator
 
 from redis.asyncio import Redis
 
 from signaling.results_reader import ResultsReader
 from tests.support.processes import wait_until
 from tests.support.redis_server import RedisServer
+from tests.support.tasks import running_tasks
 from wire.messages import Fields
-from wire.tasks import cancel_and_wait
 
 
 class Collected:
@@ -30,22 +28,13 @@ class Collected:
         return [fields[b"n"] for _, fields in self.entries]
 
 
-@contextlib.asynccontextmanager
-async def running(reader: ResultsReader) -> AsyncIterator[ResultsReader]:
-    task = asyncio.create_task(reader.run())
-    try:
-        yield reader
-    finally:
-        await cancel_and_wait(task)
-
-
 async def test_each_stream_goes_to_its_own_sink_on_one_connection(redis: Redis) -> None:
     reader = ResultsReader(redis, block_ms=100)
     sinks = {f"results:{i}": Collected() for i in range(50)}
     for stream, sink in sinks.items():
         reader.follow(stream, sink)
     clients_before = len(await redis.client_list())
-    async with running(reader):
+    async with running_tasks(reader.run()):
         for i, stream in enumerate(sinks):
             await redis.xadd(stream, {"n": str(i)})
 
@@ -61,7 +50,7 @@ async def test_a_stream_followed_while_a_read_blocks_is_read_from_its_start_id(r
     reader = ResultsReader(redis, block_ms=5000)  # a long block: following must not wait for it to end
     first, late = Collected(), Collected()
     reader.follow("results:first", first)
-    async with running(reader):
+    async with running_tasks(reader.run()):
         await asyncio.sleep(0.2)  # the read is now blocked on the first stream only
         await redis.xadd("results:late", {"n": b"early"})  # published before it is followed
         reader.follow("results:late", late, start_id="0-0")
@@ -75,7 +64,7 @@ async def test_an_unfollowed_stream_is_no_longer_delivered(redis: Redis) -> None
     kept, dropped = Collected(), Collected()
     reader.follow("results:kept", kept)
     reader.follow("results:dropped", dropped)
-    async with running(reader):
+    async with running_tasks(reader.run()):
         await redis.xadd("results:dropped", {"n": b"1"})
         await wait_until(lambda: _async(dropped.values == [b"1"]), timeout=10, what="first entry")
         reader.unfollow("results:dropped")
@@ -95,7 +84,7 @@ async def test_a_failing_sink_does_not_stop_the_others(redis: Redis) -> None:
 
     reader.follow("results:broken", broken)
     reader.follow("results:good", good)
-    async with running(reader):
+    async with running_tasks(reader.run()):
         await redis.xadd("results:broken", {"n": b"x"})
         await redis.xadd("results:good", {"n": b"1"})
         await redis.xadd("results:good", {"n": b"2"})
@@ -109,7 +98,7 @@ async def test_a_redis_restart_is_ridden_out_and_reported(private_redis: RedisSe
     sink = Collected()
     reader.follow("results:s", sink)
     try:
-        async with running(reader):
+        async with running_tasks(reader.run()):
             await redis.xadd("results:s", {"n": b"before"})
             await wait_until(lambda: _async(sink.values == [b"before"]), timeout=10, what="before")
             await asyncio.to_thread(private_redis.stop)
@@ -128,7 +117,7 @@ async def test_a_redis_restart_is_ridden_out_and_reported(private_redis: RedisSe
 async def test_nothing_followed_means_no_reads(redis: Redis) -> None:
     reader = ResultsReader(redis, block_ms=50)
     before = await _xread_calls(redis)
-    async with running(reader):
+    async with running_tasks(reader.run()):
         await asyncio.sleep(0.3)
     assert await _xread_calls(redis) == before  # an idle replica does not poll Redis
 

@@ -4,24 +4,13 @@ subscribed again after a real Redis restart."""
 from __future__ import annotations
 
 import asyncio
-import contextlib
-from collections.abc import AsyncIterator
 
 from redis.asyncio import Redis
 
 from signaling.session_events import SessionEvents
 from tests.support.processes import wait_until
 from tests.support.redis_server import RedisServer
-from wire.tasks import cancel_and_wait
-
-
-@contextlib.asynccontextmanager
-async def running(events: SessionEvents) -> AsyncIterator[SessionEvents]:
-    task = asyncio.create_task(events.run())
-    try:
-        yield events
-    finally:
-        await cancel_and_wait(task)
+from tests.support.tasks import running_tasks
 
 
 async def subscribers(redis: Redis, channel: str) -> int:
@@ -32,7 +21,7 @@ async def subscribers(redis: Redis, channel: str) -> int:
 async def test_many_channels_on_one_connection_each_to_its_sink(redis: Redis) -> None:
     events = SessionEvents(redis)
     got: dict[str, list[bytes]] = {f"events:{i}": [] for i in range(30)}
-    async with running(events):
+    async with running_tasks(events.run()):
         for channel, inbox in got.items():
             await events.watch(channel, inbox.append)  # returns once subscribed
         for channel in got:
@@ -51,7 +40,7 @@ async def test_many_channels_on_one_connection_each_to_its_sink(redis: Redis) ->
 async def test_unwatch_unsubscribes(redis: Redis) -> None:
     events = SessionEvents(redis)
     inbox: list[bytes] = []
-    async with running(events):
+    async with running_tasks(events.run()):
         await events.watch("events:a", inbox.append)
         events.unwatch("events:a")
 
@@ -71,7 +60,7 @@ async def test_watched_channels_are_subscribed_again_after_a_redis_restart(
     events = SessionEvents(redis)
     inbox: list[bytes] = []
     try:
-        async with running(events):
+        async with running_tasks(events.run()):
             await events.watch("events:s", inbox.append)
             await asyncio.to_thread(private_redis.stop)
             await wait_until(lambda: _async(events.outage.down), timeout=10, what="the outage noticed")

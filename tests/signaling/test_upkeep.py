@@ -4,9 +4,7 @@ after a real restart, ended sessions not resurrected, and a bridge lost only whe
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import time
-from collections.abc import AsyncIterator
 
 from redis.asyncio import Redis
 
@@ -14,23 +12,14 @@ from signaling.upkeep import SessionUpkeep
 from tests.signaling.ws_harness import signaling_settings
 from tests.support.processes import wait_until
 from tests.support.redis_server import RedisServer
+from tests.support.tasks import running_tasks
 from wire.bridge_rpc import SessionRecord, save_session
 from wire.keys import Keys
 from wire.liveness import BridgeInfo, beat
-from wire.tasks import cancel_and_wait
 
 
 def records(n: int, bridge: str = "b1") -> list[SessionRecord]:
     return [SessionRecord(session=f"s-{i}", bridge=bridge, model="m", sample_fps=5) for i in range(n)]
-
-
-@contextlib.asynccontextmanager
-async def running(upkeep: SessionUpkeep) -> AsyncIterator[SessionUpkeep]:
-    tasks = [asyncio.create_task(upkeep.run_records()), asyncio.create_task(upkeep.run_bridges())]
-    try:
-        yield upkeep
-    finally:
-        await cancel_and_wait(*tasks)
 
 
 async def test_records_lost_in_a_restart_are_back_within_a_second(private_redis: RedisServer) -> None:
@@ -45,7 +34,7 @@ async def test_records_lost_in_a_restart_are_back_within_a_second(private_redis:
     try:
         for record in live:
             await save_session(redis, keys, record, ttl_s=30)
-        async with running(upkeep):
+        async with running_tasks(upkeep.run_records(), upkeep.run_bridges()):
             await asyncio.sleep(0.2)
             await asyncio.to_thread(private_redis.stop)
             # The refresh that notices the outage comes at most one interval later; with the
