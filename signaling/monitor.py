@@ -1,9 +1,9 @@
 """Cluster-wide gauges, refreshed from Redis by signaling, and its ``/metrics`` route.
 
 No single worker or bridge sees the whole cluster, so signaling computes what only Redis knows:
-per model the frame stream's depth (XLEN), lag and pending count (XINFO GROUPS), the live workers,
-and the scale ratio; plus the live bridges. Every signaling replica exports the same values; take
-``max`` across replicas in queries.
+per model the frame stream's depth (XLEN), lag (entries past the group's last-delivered id) and
+pending count (XINFO GROUPS), the live workers, and the scale ratio; plus the live bridges. Every
+signaling replica exports the same values; take ``max`` across replicas in queries.
 
 The scale ratio follows Intel's elastic-inference design: ``(infer fps + drop fps) / infer fps`` over
 a sliding window, from the Redis-side counters every worker and bridge updates through
@@ -30,7 +30,6 @@ from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, generate_latest
 from prometheus_client.metrics import MetricWrapperBase
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
-from redis.exceptions import ResponseError as RedisResponseError
 
 from signaling.appkeys import KEYS, REDIS, SETTINGS
 from wire.influx import InfluxPush, start_influx_push
@@ -135,28 +134,37 @@ async def _scan(redis: Redis, pattern: str) -> list[bytes]:
     return [key async for key in redis.scan_iter(match=pattern, count=500)]
 
 
+# KEYS: the frame stream. ARGV: the group. Returns {waiting, pending, group found (0/1)}: the entries past
+# the group's last-delivered id, counted inside Redis so that no JPEG crosses the network.
+_WAITING = """
+local found, groups = pcall(redis.call, 'XINFO', 'GROUPS', KEYS[1])
+if not found then return {0, 0, 0} end
+for _, group in ipairs(groups) do
+  local info = {}
+  for i = 1, #group, 2 do info[group[i]] = group[i + 1] end
+  if info['name'] == ARGV[1] then
+    local waiting = #redis.call('XRANGE', KEYS[1], '(' .. info['last-delivered-id'], '+')
+    return {waiting, info['pending'], 1}
+  end
+end
+return {0, 0, 0}
+"""
+
+
 async def stream_stats(redis: Redis, stream: str) -> StreamStats:
-    """Depth, lag and pending count of a frame stream's worker group."""
+    """Depth, lag and pending count of a frame stream's worker group.
+
+    The lag is counted: the entries past the group's last-delivered id. XINFO GROUPS' own ``lag``
+    (Redis 7) is not used: after MAXLEN trimmed entries the group never read it stays too high for
+    good, and after an XDEL of an unread entry (a client that stopped waiting) it is NULL, while
+    Lookout trims and deletes under overload. tests/deploy/test_keda_trigger.py measures both.
+    """
     depth = int(await redis.xlen(stream))
-    try:
-        groups = cast(list[dict[str, object]], await redis.xinfo_groups(stream))
-    except RedisResponseError:  # the stream vanished between SCAN and XINFO
+    reply = cast(list[int], await redis.eval(_WAITING, 1, stream, WORKER_GROUP))
+    waiting, pending, has_group = (int(n) for n in reply)
+    if not has_group:  # no worker has ever read it (or it vanished between SCAN and here)
         return StreamStats(depth=depth, lag=depth, pending=0)
-    group = next((g for g in groups if _text(g.get("name")) == WORKER_GROUP), None)
-    if group is None:
-        return StreamStats(depth=depth, lag=depth, pending=0)  # no worker has ever read it
-    pending = int(cast(int, group.get("pending", 0)))
-    lag = group.get("lag")
-    if isinstance(lag, int):
-        return StreamStats(depth=depth, lag=lag, pending=pending)
-    # Redis before 7 has no "lag" (and 7 gives none after some deletions): count entries past the
-    # group's last delivered id. Entries carry JPEGs, so first ask whether there are any at all.
-    last_delivered = _text(group.get("last-delivered-id")) or "0-0"
-    newest = await redis.xrevrange(stream, count=1)
-    if not newest or _text(newest[0][0]) == last_delivered:
-        return StreamStats(depth=depth, lag=0, pending=pending)
-    behind = await redis.xrange(stream, min=f"({last_delivered}", count=max(depth, 1))
-    return StreamStats(depth=depth, lag=len(behind or []), pending=pending)
+    return StreamStats(depth=depth, lag=waiting, pending=pending)
 
 
 def _text(value: object) -> str:

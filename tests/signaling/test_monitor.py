@@ -110,6 +110,27 @@ async def test_stream_depth_lag_and_pending(client_of: Redis) -> None:
     assert (caught_up.depth, caught_up.lag, caught_up.pending) == (5, 0, 4)
 
 
+async def test_lag_counts_what_waits_after_trimming_and_deleting_unread_entries(client_of: Redis) -> None:
+    """Redis 7's own XINFO GROUPS lag reads 3 here after the trim (nothing waits) and NULL after the
+    XDEL (one waits); the monitor's lag counts the entries past the group's last-delivered id."""
+    redis, keys, model = client_of, Keys(), unique_model()
+    stream = keys.frames(model)
+    await redis.xgroup_create(stream, WORKER_GROUP, id="0", mkstream=True)
+    for seq in range(10):
+        await redis.xadd(stream, {"seq": seq})
+    await redis.xreadgroup(WORKER_GROUP, "w1", {stream: ">"}, count=2)
+    await redis.xtrim(stream, maxlen=5, approximate=False)  # 3 entries the group never read go
+    assert (await stream_stats(redis, stream)).lag == 5
+    await redis.xreadgroup(WORKER_GROUP, "w1", {stream: ">"}, count=10)
+    trimmed = await stream_stats(redis, stream)
+    assert (trimmed.depth, trimmed.lag, trimmed.pending) == (5, 0, 7)
+
+    ids = [await redis.xadd(stream, {"seq": seq}) for seq in range(10, 13)]
+    await redis.xdel(stream, ids[0])  # a client that stopped waiting deletes its unread frame
+    deleted = await stream_stats(redis, stream)
+    assert (deleted.depth, deleted.lag) == (7, 2)
+
+
 async def publish(redis: Redis, keys: Keys, model: str, results: int, drops: dict[DropReason, int]) -> None:
     for seq in range(results):
         result = ResultMessage(
