@@ -298,7 +298,7 @@ async def test_the_chosen_trigger_scales_out_under_overload_and_back_in_when_idl
     summary: dict[str, Any] = {
         "redis": REDIS_7,
         "maxlen": MAXLEN,
-        "overload_s": round(overload_s, 1),
+        "overload_and_drain_s": round(overload_s, 1),
         "published_fps": FLOOD_SESSIONS * FLOOD_FPS + IMPATIENT_FPS,
         "frames_published": added,
         "frames_ended_by_the_worker": served,
