@@ -310,6 +310,7 @@ def test_signaling_ingress_carries_websockets() -> None:
     for timeout in ("proxy-read-timeout", "proxy-send-timeout"):
         assert int(notes[f"nginx.ingress.kubernetes.io/{timeout}"]) >= 3600
     (rule,) = ingress["spec"]["rules"]
+    assert rule["host"] in ingress["spec"]["tls"][0]["hosts"], "browsers give the camera to HTTPS pages only"
     backend = rule["http"]["paths"][0]["backend"]["service"]
     (service,) = find(objects, "Service", backend["name"])
     (signaling,) = lookout_containers(objects, "signaling")
