@@ -15,7 +15,7 @@ from pytest_aiohttp import AiohttpClient
 from redis.asyncio import Redis
 
 from signaling.appkeys import KEYS, REDIS, SETTINGS
-from signaling.monitor import MONITOR, Monitor, ScaleWindow, setup_monitor, stream_stats
+from signaling.monitor import LAG_COUNT_LIMIT, MONITOR, Monitor, ScaleWindow, setup_monitor, stream_stats
 from tests.support.processes import wait_until
 from tests.support.redis_server import RedisServer
 from wire.client import StreamReply
@@ -129,6 +129,12 @@ async def test_lag_counts_what_waits_after_trimming_and_deleting_unread_entries(
     await redis.xdel(stream, ids[0])  # a client that stopped waiting deletes its unread frame
     deleted = await stream_stats(redis, stream)
     assert (deleted.depth, deleted.lag) == (7, 2)
+
+    pipe = redis.pipeline(transaction=False)
+    for seq in range(LAG_COUNT_LIMIT + 10):
+        pipe.xadd(stream, {"seq": seq})
+    await pipe.execute()
+    assert (await stream_stats(redis, stream)).lag == LAG_COUNT_LIMIT  # counted no further
 
 
 async def publish(redis: Redis, keys: Keys, model: str, results: int, drops: dict[DropReason, int]) -> None:
