@@ -28,6 +28,7 @@ from tests.deploy.manifests import (
     environment,
     known_bridge_ports,
     lookout_command,
+    name_of,
     pod_specs,
     render,
     worker_shutdown_s,
@@ -86,7 +87,9 @@ def test_every_object_of_every_overlay_is_valid(overlay: str) -> None:
     assert objects
     for obj in objects:
         validate(obj)
-        assert obj["metadata"].get("namespace", "lookout") == "lookout" or obj["kind"] == "Namespace"
+        if obj["kind"] != "Namespace":
+            assert obj["metadata"].get("namespace") == "lookout", name_of(obj)
+        assert obj["metadata"]["labels"]["app.kubernetes.io/part-of"] == "lookout", name_of(obj)
 
 
 def test_the_validation_refuses_what_a_cluster_would() -> None:
