@@ -81,6 +81,10 @@ def validate(obj: Obj) -> None:
 # --- rendering and schemas -------------------------------------------------------------------------
 
 
+def test_every_overlay_is_tested() -> None:
+    assert sorted(OVERLAYS) == sorted(p.name for p in (K8S / "overlays").iterdir())
+
+
 @pytest.mark.parametrize("overlay", OVERLAYS)
 def test_every_object_of_every_overlay_is_valid(overlay: str) -> None:
     objects = objects_of(overlay)
