@@ -11,7 +11,8 @@ the lab's link-local subnet, with the on-link route only: no default route, so n
 
 A link between two hosts is an htb class on each end's ``eth0`` that the peer's address is filtered
 into: the cap holds in both directions, and traffic to hosts the link does not name passes unshaped.
-Delay and loss are a netem qdisc under that class, where the kernel has netem.
+Under each class a short queue (``QUEUE_S`` of its rate, bfifo), or the netem qdisc that adds the
+link's delay and loss where the kernel has netem.
 """
 
 from __future__ import annotations
@@ -112,8 +113,22 @@ def network_commands(lab: LabFile, *, netem: bool) -> list[Command]:
     return commands + shaping_commands(lab, netem=netem)
 
 
+QUEUE_S = 0.1
+"""Each shaped class queues about this long of its rate: a capped link drops (and TCP backs off)
+rather than buffering seconds of traffic in front of every other flow, as a small router buffer would.
+(This kernel has htb, tbf, pfifo and bfifo, but no fq_codel, codel, sfq or fq.)"""
+MIN_QUEUE_BYTES = 64_000
+"""At least a TCP initial window's worth of a few replies (43 full-size packets), whatever the rate: with
+less, a 33 KB frame sent at once over a slow link loses its tail and waits for a retransmission timeout
+(seen at 1 Mbit/s with 6 KB: a worker got 13 frames in 90 s)."""
+
+
+def queue_bytes(rate_mbit: float) -> int:
+    return max(MIN_QUEUE_BYTES, int(rate_mbit * 1e6 / 8 * QUEUE_S))
+
+
 def shaping_commands(lab: LabFile, *, netem: bool) -> list[Command]:
-    """The htb tree (and netem leaves) on each end of every link."""
+    """The htb tree on each end of every link, with a short bfifo (or the netem qdisc) under each class."""
     plans = {plan.name: plan for plan in host_plans(lab)}
     commands: list[Command] = []
     for host in lab.hosts:
@@ -128,62 +143,25 @@ def shaping_commands(lab: LabFile, *, netem: bool) -> list[Command]:
             peer = link.between[1] if link.between[0] == host.name else link.between[0]
             classid = f"1:{index:x}"  # tc reads the minor number in hex
             rate = f"{link.rate_mbit:g}mbit"
-            commands += [
-                (
-                    *tc,
-                    "class",
-                    "add",
-                    *dev,
-                    "parent",
-                    "1:",
-                    "classid",
-                    classid,
-                    "htb",
-                    "rate",
-                    rate,
-                    "ceil",
-                    rate,
-                ),
-                (
-                    *tc,
-                    "filter",
-                    "add",
-                    *dev,
-                    "parent",
-                    "1:",
-                    "protocol",
-                    "ip",
-                    "prio",
-                    "1",
-                    "u32",
-                    "match",
-                    "ip",
-                    "dst",
-                    f"{plans[peer].address}/32",
-                    "flowid",
-                    classid,
-                ),
-            ]
+            queue = queue_bytes(link.rate_mbit)
+            commands.append(
+                (*tc, "class", "add", *dev, "parent", "1:", "classid", classid, "htb", "rate", rate)
+            )
+            commands[-1] += ("ceil", rate)
+            commands.append(
+                (*tc, "filter", "add", *dev, "parent", "1:", "protocol", "ip", "prio", "1", "u32")
+            )
+            commands[-1] += ("match", "ip", "dst", f"{plans[peer].address}/32", "flowid", classid)
+            leaf = (*tc, "qdisc", "add", *dev, "parent", classid, "handle", f"{index + 1:x}:")
             if netem and link.needs_netem:
-                shape = []
+                shape: tuple[str, ...] = ("limit", str(max(4, queue // 1500)))
                 if link.delay_ms > 0:
-                    shape += ["delay", f"{link.delay_ms:g}ms"]
+                    shape += ("delay", f"{link.delay_ms:g}ms")
                 if link.loss_percent > 0:
-                    shape += ["loss", f"{link.loss_percent:g}%"]
-                commands.append(
-                    (
-                        *tc,
-                        "qdisc",
-                        "add",
-                        *dev,
-                        "parent",
-                        classid,
-                        "handle",
-                        f"{index + 1:x}:",
-                        "netem",
-                        *shape,
-                    )
-                )
+                    shape += ("loss", f"{link.loss_percent:g}%")
+                commands.append((*leaf, "netem", *shape))
+            else:
+                commands.append((*leaf, "bfifo", "limit", str(queue)))
     return commands
 
 
