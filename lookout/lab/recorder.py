@@ -390,7 +390,6 @@ class Recorder:
         self.stopping = True
 
     def run(self) -> None:
-        self.csv_path.unlink(missing_ok=True)
         interval = self.state.record_interval_s
         while not self.stopping and self.state_file.exists():
             deadline = time.monotonic() + interval

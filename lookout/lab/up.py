@@ -123,6 +123,8 @@ class LabUp:
 
     def build(self) -> None:
         self.run_dir.mkdir(parents=True, exist_ok=True)
+        for old in (self.state.record_csv, self.state.summary_json):  # a previous run's recording
+            old.unlink(missing_ok=True)
         write_state(self.state_file, self.state)
         for name in [self.state.switch_namespace, *(host.namespace for host in self.hosts)]:
             netns.add_namespace(name)
