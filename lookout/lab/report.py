@@ -68,7 +68,7 @@ def plot_host(host: str, rows: list[dict[str, str]], out: Path) -> Path:
         if down:
             frames_axis.axvspan(t - 1, t + 1, color="grey", alpha=0.2, linewidth=0)
     frames_axis.set_ylabel("frames / s")
-    frames_axis.legend(loc="upper left", fontsize="small", title="grey: a service unreachable")
+    frames_axis.legend(loc="best", fontsize="small", title="grey: a service unreachable")
     for column, label in (
         ("latency_p50_ms", "end to end p50"),
         ("latency_p95_ms", "end to end p95"),
