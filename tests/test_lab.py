@@ -307,10 +307,16 @@ def test_lab_end_to_end(lab: LabRun) -> None:
     time.sleep(0.5)
     survivors = [p.name for p in state.processes if netns.same_process(p.pid, p.create_time)]
     assert survivors, "nothing survived the kill -9 of lab up: the test would not show that down cleans up"
-    down_started = time.monotonic()
-    down = lab.cli("down")
-    figures["down_s"] = round(time.monotonic() - down_started, 1)
-    assert down.returncode == 0, down.stderr
+    decoy = f"lkl-{lab.name}-decoy"  # named like the lab's, but not made by it: down must leave it
+    subprocess.run(["ip", "netns", "add", decoy], check=True)
+    try:
+        down_started = time.monotonic()
+        down = lab.cli("down")
+        figures["down_s"] = round(time.monotonic() - down_started, 1)
+        assert down.returncode == 0, down.stderr
+        assert decoy in netns.namespaces(), "lab down deleted a namespace it had not made"
+    finally:
+        subprocess.run(["ip", "netns", "del", decoy], check=False)
     assert not [n for n in netns.namespaces() if n.startswith(f"lkl-{lab.name}-")], netns.namespaces()
     left = [p.name for p in state.processes if netns.same_process(p.pid, p.create_time)]
     assert not left, f"left running after lab down: {left}"
