@@ -12,10 +12,10 @@ export LOOKOUT_MODEL_DIR
 export LOOKOUT_SHARED_DIR := $(SHARED)
 # CPU torch from this machine's disk (no CUDA download); override for a GPU training host.
 TORCH_SPEC ?= torch==2.14.1 torchvision==0.29.1
-EXTRAS ?= cpu,dev,train
+EXTRAS ?= cpu,dev,train,lab
 # YOLOX model and loss for `lookout train`; --no-deps (see the train extra in pyproject.toml).
 YOLOX_SPEC ?= pixeltable-yolox==0.4.3
-SYSTEM_PACKAGES := chromium redis-server prometheus prometheus-node-exporter influxdb
+SYSTEM_PACKAGES := chromium redis-server prometheus prometheus-node-exporter influxdb iproute2
 PYTEST_ARGS ?=
 
 .PHONY: help install system-deps run test lint typecheck pytest bench clean

@@ -30,6 +30,7 @@ def _registrars() -> tuple[list[Registrar], list[Registrar]]:
     import inference.cli
     import inference.worker_cli
     import lookout.batch
+    import lookout.lab.cli
     import lookout.stream
     import lookout.up
     import mediabridge.cli
@@ -45,6 +46,7 @@ def _registrars() -> tuple[list[Registrar], list[Registrar]]:
         lookout.up.register,
         lookout.stream.register,
         lookout.batch.register,
+        lookout.lab.cli.register,
     ]
     models: list[Registrar] = [inference.cli.register_models, training.cli.register_models]
     return commands, models

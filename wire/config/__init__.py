@@ -19,6 +19,7 @@ from wire.config.base import (
     session_refresh_interval,
 )
 from wire.config.errors import describe_invalid, known_variables, unknown_variables
+from wire.config.lab import LabSettings
 from wire.config.services import (
     BridgeSettings,
     HttpSection,
@@ -34,6 +35,7 @@ __all__ = [
     "BridgeSettings",
     "CommonSettings",
     "HttpSection",
+    "LabSettings",
     "MetricsSection",
     "RegistrySection",
     "SampleRateSection",
