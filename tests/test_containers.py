@@ -130,7 +130,9 @@ def stack(
     }
     # What only this test needs: the bridge offers its loopback address to the local Chromium.
     test_override = tmp_path_factory.mktemp("compose") / "docker-compose.test.yml"
-    test_override.write_text("services:\n  bridge:\n    environment:\n      LOOKOUT_ICE_HOST_ADDRESSES: 127.0.0.1\n")
+    test_override.write_text(
+        "services:\n  bridge:\n    environment:\n      LOOKOUT_ICE_HOST_ADDRESSES: 127.0.0.1\n"
+    )
     # The monitoring images cannot be pulled here (no registry): only the Lookout services and Redis run.
     runner = ComposeRunner(
         engine,
@@ -168,6 +170,45 @@ def detect(stack: Stack, image: bytes) -> dict[str, Any]:
     return answer
 
 
+def test_the_image_runs_as_lookout_and_carries_no_secret(engine: DockerEngine, cpu_image: str) -> None:
+    config = json.loads(engine.docker("image", "inspect", cpu_image).stdout)[0]["Config"]
+    assert config["User"] == "lookout"
+    assert config["Cmd"] == ["lookout", "--help"]
+    assert not [
+        e for e in config["Env"] if any(word in e for word in ("PASSWORD", "API_KEY", "TOKEN", "REDIS_URL"))
+    ]
+    found = engine.docker(
+        "run",
+        "--rm",
+        "--network",
+        "host",
+        "--entrypoint",
+        "find",
+        cpu_image,
+        "/",
+        "-xdev",
+        "(",
+        "-name",
+        ".env",
+        "-o",
+        "-name",
+        "*.key",
+        "-o",
+        "-name",
+        "id_rsa*",
+        "-o",
+        "-name",
+        ".git",
+        "-o",
+        "-name",
+        "conftest.py",
+        ")",
+        "-print",
+        check=False,
+    ).stdout.split()
+    assert not [path for path in found if "site-packages" not in path], found
+
+
 def test_containers_run_as_the_compose_file_says(stack: Stack, engine: DockerEngine) -> None:
     runner = stack.runner
     assert [name for name, _ in runner.started].index("redis") == 0  # depends_on: redis healthy first
@@ -186,8 +227,21 @@ def test_containers_run_as_the_compose_file_says(stack: Stack, engine: DockerEng
         assert touch.returncode != 0 and "Read-only file system" in touch.stderr
         # Nothing of the checkout but the packages and the page: no .env, tests, .git or venv.
         found = engine.docker(
-            "exec", container, "find", "/app", "/opt/lookout", "/build", "-name", ".env", "-o", "-name", "tests",
-            "-o", "-name", ".git", check=False,
+            "exec",
+            container,
+            "find",
+            "/app",
+            "/opt/lookout",
+            "/build",
+            "-name",
+            ".env",
+            "-o",
+            "-name",
+            "tests",
+            "-o",
+            "-name",
+            ".git",
+            check=False,
         ).stdout.split()
         assert not [path for path in found if "site-packages" not in path], found
         # The password reaches every service in its Redis URL (and its own variable).

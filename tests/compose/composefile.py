@@ -38,7 +38,7 @@ class _Override:
 
 
 def load(path: Path) -> dict[str, Any]:
-    loaded = yaml.load(path.read_text(), Loader=_Loader)  # noqa: S506 - a SafeLoader with two more tags
+    loaded = yaml.load(path.read_text(), Loader=_Loader)  # a SafeLoader with two more tags
     assert isinstance(loaded, dict), f"{path} is not a compose file"
     return loaded
 

@@ -118,7 +118,9 @@ class ComposeRunner:
         """Every service of the profile; ``services`` holds those to run (``only`` picks some)."""
         if only is not None:
             if only - self.profile_services:
-                raise ComposeError(f"not in profile {profile}: {', '.join(sorted(only - self.profile_services))}")
+                raise ComposeError(
+                    f"not in profile {profile}: {', '.join(sorted(only - self.profile_services))}"
+                )
             self.services = {name: self.services[name] for name in sorted(only)}
         for name, service in self.services.items():
             unknown = set(service) - SERVICE_KEYS
@@ -126,7 +128,9 @@ class ComposeRunner:
                 raise ComposeError(f"{name}: this runner does not do {', '.join(sorted(unknown))}")
             unknown = set(service.get("deploy", {})) - DEPLOY_KEYS
             if unknown:
-                raise ComposeError(f"{name}: this runner does not do deploy.{', deploy.'.join(sorted(unknown))}")
+                raise ComposeError(
+                    f"{name}: this runner does not do deploy.{', deploy.'.join(sorted(unknown))}"
+                )
             if service.get("network_mode") != "host":
                 raise ComposeError(f"{name}: host network only (network_mode: host), never a Docker network")
         self.started: list[tuple[str, str]] = []
@@ -186,7 +190,9 @@ class ComposeRunner:
     def _environment(self, service: dict[str, Any]) -> dict[str, str | None]:
         values: dict[str, str | None] = {}
         for entry in service.get("env_file", []):
-            path, required = (entry, True) if isinstance(entry, str) else (entry["path"], entry.get("required", True))
+            path, required = (
+                (entry, True) if isinstance(entry, str) else (entry["path"], entry.get("required", True))
+            )
             file = (self.compose_dir / path).resolve()
             if not file.exists():
                 if required:
@@ -263,7 +269,7 @@ class ComposeRunner:
             str(round(self.grace_s(name))),
         ]
         labels = service.get("labels", {})
-        for key, value in (labels.items() if isinstance(labels, dict) else (x.split("=", 1) for x in labels)):
+        for key, value in labels.items() if isinstance(labels, dict) else (x.split("=", 1) for x in labels):
             args += ["--label", f"{key}={value}"]
         for key, value in self._environment(service).items():
             args += ["--env", key if value is None else f"{key}={value}"]
@@ -343,8 +349,13 @@ class ComposeRunner:
     def up(self, timeout_s: float = 180) -> None:
         """Create the named volumes, then start every service once its dependencies are ready."""
         for volume in self.config.get("volumes") or {}:
-            self.engine.docker("volume", "create", "--label", f"com.docker.compose.project={self.project}",
-                               self.volume_name(volume))
+            self.engine.docker(
+                "volume",
+                "create",
+                "--label",
+                f"com.docker.compose.project={self.project}",
+                self.volume_name(volume),
+            )
         for name in self.order():
             for dependency, condition in self.dependencies(name).items():
                 self.wait_for(dependency, condition, timeout_s)
@@ -373,7 +384,14 @@ class ComposeRunner:
             took = time.monotonic() - started
             state = self.state(container)
             stopped.append(
-                Stopped(container, name, int(state["ExitCode"]), took, self.grace_s(name), bool(state["OOMKilled"]))
+                Stopped(
+                    container,
+                    name,
+                    int(state["ExitCode"]),
+                    took,
+                    self.grace_s(name),
+                    bool(state["OOMKilled"]),
+                )
             )
         return stopped
 

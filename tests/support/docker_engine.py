@@ -34,6 +34,7 @@ BASE_PACKAGES = ["python3", "python3-venv", "python-is-python3", "ca-certificate
 DEBIAN_MIRROR = "http://deb.debian.org/debian"
 HOST_CA_BUNDLE = Path("/etc/ssl/certs/ca-certificates.crt")
 HOST_PIP_CONF = Path("/etc/pip.conf")
+OWN_HOST = f"unix://{RUN_DIR}/docker.sock"
 
 
 class EngineUnavailableError(RuntimeError):
@@ -48,6 +49,11 @@ class DockerEngine:
         """The engine's address, as DOCKER_HOST takes it."""
         self.process = process
         """The dockerd this harness started, or None where an engine was already running."""
+
+    @property
+    def owned(self) -> bool:
+        """Whether this is the harness's own engine (its data root is the tests' to tidy)."""
+        return self.host == OWN_HOST
 
     @property
     def env(self) -> dict[str, str]:
@@ -73,7 +79,9 @@ class DockerEngine:
                 result.stderr.decode(errors="replace"),
             )
         if check and result.returncode != 0:
-            raise RuntimeError(f"docker {' '.join(args[:3])} ... exited {result.returncode}: {result.stderr[-3000:]}")
+            raise RuntimeError(
+                f"docker {' '.join(args[:3])} ... exited {result.returncode}: {result.stderr[-3000:]}"
+            )
         return result
 
     def image_exists(self, image: str) -> bool:
@@ -87,10 +95,12 @@ class DockerEngine:
         current = os.environ.get("DOCKER_HOST", "unix:///var/run/docker.sock")
         if _answers(current):
             return cls(current)
-        own = f"unix://{RUN_DIR}/docker.sock"
+        own = OWN_HOST
         if _answers(own):  # left by an earlier run that did not stop it
             return cls(own)
-        dockerd = shutil.which("dockerd") or ("/usr/sbin/dockerd" if Path("/usr/sbin/dockerd").exists() else None)
+        dockerd = shutil.which("dockerd") or (
+            "/usr/sbin/dockerd" if Path("/usr/sbin/dockerd").exists() else None
+        )
         if dockerd is None:
             raise EngineUnavailableError("no dockerd here (make system-deps installs docker.io)")
         if os.geteuid() != 0:
@@ -232,18 +242,42 @@ def ensure_redis_image(engine: DockerEngine, image: str = REDIS_IMAGE, base: str
     started = time.monotonic()
     with tempfile.TemporaryDirectory(prefix="lookout-redis-image-") as context:
         (Path(context) / "Dockerfile").write_text(REDIS_DOCKERFILE)
-        engine.docker("build", "--network", "host", "--build-arg", f"BASE={base}", "-t", image, context, timeout=900)
+        engine.docker(
+            "build", "--network", "host", "--build-arg", f"BASE={base}", "-t", image, context, timeout=900
+        )
     return time.monotonic() - started
 
 
 def build_image(
-    engine: DockerEngine, dockerfile: str, tag: str, context: Path, build_args: dict[str, str], *, timeout: float
+    engine: DockerEngine,
+    dockerfile: str,
+    tag: str,
+    context: Path,
+    build_args: dict[str, str],
+    *,
+    timeout: float,
 ) -> float:
-    """``docker build`` with the legacy builder on the host network; the seconds it took."""
+    """``docker build`` with the legacy builder on the host network; the seconds it took.
+
+    The image the tag named before is removed when the build replaced it: in the harness's persistent
+    data root, every code change would otherwise keep one more copy of the whole virtualenv layer. (Not
+    ``docker image prune``: the legacy builder's cache of the earlier stages is untagged images too.)
+    """
+    before = _image_id(engine, tag)
     started = time.monotonic()
     args = [arg for name, value in build_args.items() for arg in ("--build-arg", f"{name}={value}")]
-    engine.docker("build", "--network", "host", "-f", dockerfile, *args, "-t", tag, str(context), timeout=timeout)
-    return time.monotonic() - started
+    engine.docker(
+        "build", "--network", "host", "-f", dockerfile, *args, "-t", tag, str(context), timeout=timeout
+    )
+    took = time.monotonic() - started
+    if engine.owned and before and before != _image_id(engine, tag):
+        engine.docker("image", "rm", before, check=False, timeout=300)  # refused while a container uses it
+    return took
+
+
+def _image_id(engine: DockerEngine, image: str) -> str:
+    result = engine.docker("image", "inspect", "--format", "{{.Id}}", image, check=False)
+    return result.stdout.strip() if result.returncode == 0 else ""
 
 
 def image_size(engine: DockerEngine, image: str) -> int:
