@@ -14,6 +14,7 @@ makes both instant and the test is the containers' start, the two detections and
 
 from __future__ import annotations
 
+import contextlib
 import json
 import secrets
 import socket
@@ -26,8 +27,9 @@ from typing import Any
 import pytest
 from playwright.sync_api import sync_playwright
 
-from tests.compose.composefile import COMPOSE_FILE, HOST_NETWORK_FILE
+from tests.compose.composefile import COMPOSE_FILE, HOST_NETWORK_FILE, REDIS_TLS_FILE
 from tests.support.browser import launch_chromium, open_live_page, wait_for_results, write_y4m
+from tests.support.certificates import make_tls_files
 from tests.support.compose_runner import ComposeRunner
 from tests.support.docker_engine import (
     BASE_IMAGE,
@@ -99,27 +101,23 @@ def free_udp_range(size: int = 20) -> tuple[int, int]:
 
 
 class Stack:
-    def __init__(self, runner: ComposeRunner, env: dict[str, str]) -> None:
+    def __init__(self, runner: ComposeRunner, env: dict[str, str], healthy_after_s: float) -> None:
         self.runner = runner
         self.env = env
         self.url = f"http://127.0.0.1:{env['SIGNALING_PORT']}"
+        self.healthy_after_s = healthy_after_s
 
 
-@pytest.fixture(scope="module")
-def stack(
-    engine: DockerEngine,
-    cpu_image: str,
-    shared_dir: Path,
-    tmp_path_factory: pytest.TempPathFactory,
-    timings: dict[str, float],
-) -> Iterator[Stack]:
+def stack_env(cpu_image: str, shared_dir: Path) -> dict[str, str]:
+    """The compose variables of one run: fresh secrets, the local images, free ports on 127.0.0.1."""
     low, high = free_udp_range()
-    env = {
+    return {
         "REDIS_PASSWORD": secrets.token_hex(16),
         "LOOKOUT_API_KEY": secrets.token_hex(16),
         "LOOKOUT_CPU_IMAGE": cpu_image,
         "REDIS_IMAGE": REDIS_IMAGE,
         "MODELS_DIR": str(shared_dir / "models"),
+        "REDIS_BIND": "127.0.0.1",
         "REDIS_PORT": str(free_port()),
         "SIGNALING_HOST": "127.0.0.1",
         "SIGNALING_PORT": str(free_port()),
@@ -128,15 +126,22 @@ def stack(
         "LOOKOUT_UDP_PORT_MIN": str(low),
         "LOOKOUT_UDP_PORT_MAX": str(high),
     }
+
+
+@contextlib.contextmanager
+def running_stack(
+    engine: DockerEngine, env: dict[str, str], folder: Path, overrides: list[Path] | None = None
+) -> Iterator[Stack]:
+    """The single_host_cpu services from the compose file, host network, healthy; removed at the end."""
     # What only this test needs: the bridge offers its loopback address to the local Chromium.
-    test_override = tmp_path_factory.mktemp("compose") / "docker-compose.test.yml"
+    test_override = folder / "docker-compose.test.yml"
     test_override.write_text(
         "services:\n  bridge:\n    environment:\n      LOOKOUT_ICE_HOST_ADDRESSES: 127.0.0.1\n"
     )
     # The monitoring images cannot be pulled here (no registry): only the Lookout services and Redis run.
     runner = ComposeRunner(
         engine,
-        [COMPOSE_FILE, HOST_NETWORK_FILE, test_override],
+        [COMPOSE_FILE, HOST_NETWORK_FILE, *(overrides or []), test_override],
         env,
         "single_host_cpu",
         project=PROJECT,
@@ -149,14 +154,27 @@ def stack(
         runner.up(timeout_s=START_TIMEOUT_S)
         for name in SERVICES:
             runner.wait_for(name, "service_healthy", START_TIMEOUT_S)
-        timings["services_healthy_s"] = time.monotonic() - started
-        yield Stack(runner, env)
+        yield Stack(runner, env, time.monotonic() - started)
     finally:
         for _, container in runner.started:
             log = REPO / "test-output" / "logs" / f"{container}.log"
             log.parent.mkdir(parents=True, exist_ok=True)
             log.write_text(runner.logs(container))
         runner.down()
+
+
+@pytest.fixture(scope="module")
+def stack(
+    engine: DockerEngine,
+    cpu_image: str,
+    shared_dir: Path,
+    tmp_path_factory: pytest.TempPathFactory,
+    timings: dict[str, float],
+) -> Iterator[Stack]:
+    env = stack_env(cpu_image, shared_dir)
+    with running_stack(engine, env, tmp_path_factory.mktemp("compose")) as running:
+        timings["services_healthy_s"] = running.healthy_after_s
+        yield running
 
 
 def detect(stack: Stack, image: bytes) -> dict[str, Any]:
@@ -294,3 +312,33 @@ def test_sigterm_stops_every_container_in_its_grace_period_with_exit_0(
     stack.runner.down()
     left = engine.docker("ps", "--all", "--quiet", "--filter", f"label=com.docker.compose.project={PROJECT}")
     assert left.stdout.strip() == ""
+
+
+def test_redis_on_tls_only_with_client_certificates(
+    engine: DockerEngine, cpu_image: str, shared_dir: Path, images_dir: Path, tmp_path: Path
+) -> None:
+    """compose/docker-compose.redis-tls.yml: every service on rediss:// with the password and a client
+    certificate serves a REST detection; a plaintext client is refused."""
+    certs = tmp_path / "certs"
+    make_tls_files(certs)
+    for path in (tmp_path, certs, *certs.iterdir()):  # the containers' users read them (keys: test only)
+        path.chmod(0o755 if path.is_dir() else 0o644)
+    env = {**stack_env(cpu_image, shared_dir), "REDIS_TLS_DIR": str(certs), "REDIS_HOST": "127.0.0.1"}
+    env["REDIS_TLS_BIND"] = "127.0.0.1"
+    env["REDIS_TLS_PORT"] = env["REDIS_PORT"]
+    with running_stack(engine, env, tmp_path, [REDIS_TLS_FILE]) as tls:
+        worker = json.loads(engine.docker("inspect", f"{PROJECT}-worker-cpu-1").stdout)[0]
+        environment = dict(item.split("=", 1) for item in worker["Config"]["Env"])
+        assert environment["LOOKOUT_REDIS_URL"].startswith("rediss://:")
+        answer = detect(tls, (images_dir / "dog.jpg").read_bytes())
+        assert {"dog", "bicycle", "car"} <= {d["label"] for d in answer["detections"]}, answer
+        # The plaintext protocol on the TLS port gets no answer: Redis drops the connection.
+        with socket.create_connection(("127.0.0.1", int(env["REDIS_TLS_PORT"])), timeout=5) as sock:
+            sock.sendall(b"PING\r\n")
+            try:
+                reply = sock.recv(64)
+            except (ConnectionResetError, TimeoutError):
+                reply = b""
+            assert not reply.startswith((b"+PONG", b"-NOAUTH")), reply
+        stopped = tls.runner.stop()
+        assert [s.exit_code for s in stopped] == [0] * len(SERVICES), stopped

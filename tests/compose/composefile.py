@@ -14,6 +14,7 @@ REPO = Path(__file__).resolve().parents[2]
 COMPOSE_DIR = REPO / "compose"
 COMPOSE_FILE = COMPOSE_DIR / "docker-compose.yml"
 HOST_NETWORK_FILE = COMPOSE_DIR / "docker-compose.host-network.yml"
+REDIS_TLS_FILE = COMPOSE_DIR / "docker-compose.redis-tls.yml"
 ENV_EXAMPLE = COMPOSE_DIR / ".env.example"
 
 NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
@@ -28,13 +29,23 @@ class _Loader(yaml.SafeLoader):
     pass
 
 
-_Loader.add_constructor("!reset", lambda loader, node: Reset())
-_Loader.add_constructor("!override", lambda loader, node: _Override(loader.construct_object(node, deep=True)))
-
-
 class _Override:
+    """Compose's ``!override`` tag: the value replaces what the files before defined, never merged."""
+
     def __init__(self, value: Any) -> None:
         self.value = value
+
+
+def _override(loader: yaml.SafeLoader, node: yaml.Node) -> _Override:
+    if isinstance(node, yaml.SequenceNode):
+        return _Override(loader.construct_sequence(node, deep=True))
+    if isinstance(node, yaml.MappingNode):
+        return _Override(loader.construct_mapping(node, deep=True))
+    return _Override(loader.construct_scalar(node))  # type: ignore[arg-type]
+
+
+_Loader.add_constructor("!reset", lambda loader, node: Reset())
+_Loader.add_constructor("!override", _override)
 
 
 def load(path: Path) -> dict[str, Any]:

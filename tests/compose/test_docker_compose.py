@@ -8,7 +8,14 @@ from typing import Any
 import pytest
 from jsonschema import Draft7Validator
 
-from tests.compose.composefile import COMPOSE_DIR, HOST_NETWORK_FILE, raw, resolved, services_of
+from tests.compose.composefile import (
+    COMPOSE_DIR,
+    HOST_NETWORK_FILE,
+    REDIS_TLS_FILE,
+    raw,
+    resolved,
+    services_of,
+)
 
 SCHEMA = json.loads((COMPOSE_DIR / "schema" / "compose-spec.schema.json").read_text())
 
@@ -174,3 +181,24 @@ def test_host_network_override() -> None:
         services["worker-cpu"]["deploy"]["resources"]
         == resolved()["services"]["worker-cpu"]["deploy"]["resources"]
     )
+
+
+def test_redis_tls_override() -> None:
+    tls = resolved({"REDIS_PASSWORD": "pw"}, overrides=[REDIS_TLS_FILE])
+    assert schema_errors(tls) == []
+    redis = tls["services"]["redis"]
+    command = redis["command"]
+    assert command[command.index("--port") + 1] == "0"  # the plaintext port is closed
+    assert command[command.index("--tls-port") + 1] == "6380"
+    assert command[command.index("--tls-auth-clients") + 1] == "yes"
+    assert command[command.index("--requirepass") + 1] == "pw"
+    assert redis["ports"] == ["127.0.0.1:6380:6380"]  # !override: not added to the plaintext one
+    assert "--tls" in redis["healthcheck"]["test"] and "./certs:/certs:ro" in redis["volumes"]
+    for name in ("signaling", "bridge", "worker-cpu", "worker-gpu"):
+        service = tls["services"][name]
+        assert service["environment"]["LOOKOUT_REDIS_URL"] == "rediss://:pw@redis:6380/0", name
+        assert service["environment"]["LOOKOUT_REDIS_CA_FILE"] == "/certs/ca.pem", name
+        assert service["volumes"][-1] == "./certs:/certs:ro", name
+        assert any(v.endswith(":/models:ro") for v in service["volumes"]), name  # merged, not replaced
+    with pytest.raises(ValueError, match="REDIS_PASSWORD"):
+        resolved({"LOOKOUT_API_KEY": "k"}, required=False, overrides=[REDIS_TLS_FILE])

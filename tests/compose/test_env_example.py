@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from tests.compose.composefile import COMPOSE_FILE, ENV_EXAMPLE, HOST_NETWORK_FILE, variables
+from tests.compose.composefile import COMPOSE_FILE, ENV_EXAMPLE, HOST_NETWORK_FILE, REDIS_TLS_FILE, variables
 from wire.config.errors import settings_classes
 
 LINE = re.compile(r"^#?\s*(?P<name>[A-Z][A-Z0-9_]*)=(?P<value>.*)$")
@@ -63,7 +63,7 @@ def test_every_setting_has_a_description_above_it() -> None:
 
 
 def all_variables() -> dict[str, str | None]:
-    return {**variables(HOST_NETWORK_FILE), **variables(COMPOSE_FILE)}
+    return {**variables(REDIS_TLS_FILE), **variables(HOST_NETWORK_FILE), **variables(COMPOSE_FILE)}
 
 
 def test_every_compose_variable_is_documented() -> None:
