@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 import secrets
 import socket
 import time
@@ -43,10 +44,13 @@ from tests.support.docker_engine import (
 )
 from tests.support.redis_server import free_port
 
-pytestmark = pytest.mark.slow
+# Cold, the first test's set-up makes the base image and builds the CPU image (about 3 min here): more
+# than the suite's 300 s default timeout allows on a slower machine.
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(1200)]
 
 REPO = Path(__file__).resolve().parents[1]
 CPU_IMAGE = "lookout-test:cpu"
+GPU_IMAGE = "lookout-test:gpu"
 PROJECT = "lookout-test"
 SERVICES = {"redis", "signaling", "bridge", "worker-cpu"}
 START_TIMEOUT_S = 240.0  # healthchecks every 5-10 s, model load and imports on 2 busy cores
@@ -342,3 +346,26 @@ def test_redis_on_tls_only_with_client_certificates(
             assert not reply.startswith((b"+PONG", b"-NOAUTH")), reply
         stopped = tls.runner.stop()
         assert [s.exit_code for s in stopped] == [0] * len(SERVICES), stopped
+
+
+@pytest.mark.skipif(
+    os.environ.get("LOOKOUT_BUILD_GPU_IMAGE") != "1",
+    reason="the GPU image takes 3 min and 3.2 GB of CUDA wheels: LOOKOUT_BUILD_GPU_IMAGE=1 builds it",
+)
+def test_the_gpu_image_builds_and_lists_the_cuda_provider(
+    engine: DockerEngine, cpu_image: str, timings: dict[str, float]
+) -> None:
+    timings["gpu_image_build_s"] = build_image(
+        engine, "compose/Dockerfile.gpu", GPU_IMAGE, REPO, {"PYTHON_IMAGE": BASE_IMAGE}, timeout=3600
+    )
+    timings["gpu_image_mb"] = image_size(engine, GPU_IMAGE) / 1e6
+    run = ["run", "--rm", "--network", "host", GPU_IMAGE]
+    assert "usage: lookout worker" in engine.docker(*run, "lookout", "worker", "--help").stdout
+    providers = engine.docker(
+        *run, "python", "-c", "import onnxruntime as o; print(o.get_available_providers())"
+    ).stdout
+    assert "CUDAExecutionProvider" in providers, providers
+    # The wheels' CUDA and cuDNN libraries are where the dynamic linker looks.
+    cache = engine.docker(*run, "ldconfig", "-p").stdout
+    assert "libcudart.so" in cache and "libcudnn.so" in cache and "libcublas.so" in cache, cache[-2000:]
+    assert json.loads(engine.docker("image", "inspect", GPU_IMAGE).stdout)[0]["Config"]["User"] == "lookout"
