@@ -134,7 +134,11 @@ def stack_env(cpu_image: str, shared_dir: Path) -> dict[str, str]:
 
 @contextlib.contextmanager
 def running_stack(
-    engine: DockerEngine, env: dict[str, str], folder: Path, overrides: list[Path] | None = None
+    engine: DockerEngine,
+    env: dict[str, str],
+    folder: Path,
+    overrides: list[Path] | None = None,
+    project: str = PROJECT,
 ) -> Iterator[Stack]:
     """The single_host_cpu services from the compose file, host network, healthy; removed at the end."""
     # What only this test needs: the bridge offers its loopback address to the local Chromium.
@@ -148,7 +152,7 @@ def running_stack(
         [COMPOSE_FILE, HOST_NETWORK_FILE, *(overrides or []), test_override],
         env,
         "single_host_cpu",
-        project=PROJECT,
+        project=project,
         only=SERVICES,
     )
     assert runner.profile_services == SERVICES | {"prometheus", "influxdb", "grafana", "node-exporter"}
@@ -330,8 +334,8 @@ def test_redis_on_tls_only_with_client_certificates(
     env = {**stack_env(cpu_image, shared_dir), "REDIS_TLS_DIR": str(certs), "REDIS_HOST": "127.0.0.1"}
     env["REDIS_TLS_BIND"] = "127.0.0.1"
     env["REDIS_TLS_PORT"] = env["REDIS_PORT"]
-    with running_stack(engine, env, tmp_path, [REDIS_TLS_FILE]) as tls:
-        worker = json.loads(engine.docker("inspect", f"{PROJECT}-worker-cpu-1").stdout)[0]
+    with running_stack(engine, env, tmp_path, [REDIS_TLS_FILE], project=f"{PROJECT}-tls") as tls:
+        worker = json.loads(engine.docker("inspect", f"{PROJECT}-tls-worker-cpu-1").stdout)[0]
         environment = dict(item.split("=", 1) for item in worker["Config"]["Env"])
         assert environment["LOOKOUT_REDIS_URL"].startswith("rediss://:")
         answer = detect(tls, (images_dir / "dog.jpg").read_bytes())
