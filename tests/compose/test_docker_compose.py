@@ -8,7 +8,14 @@ from typing import Any
 import pytest
 from jsonschema import Draft7Validator
 
-from tests.compose.composefile import COMPOSE_DIR, raw, resolved, services_of
+from tests.compose.composefile import (
+    COMPOSE_DIR,
+    HOST_NETWORK_FILE,
+    REDIS_TLS_FILE,
+    raw,
+    resolved,
+    services_of,
+)
 
 SCHEMA = json.loads((COMPOSE_DIR / "schema" / "compose-spec.schema.json").read_text())
 
@@ -99,7 +106,10 @@ def test_inference_hosts_point_at_the_central_redis_from_env() -> None:
     # Without Redis in the inference profiles, the dependency on it must be optional.
     for name in ("worker-cpu", "worker-gpu"):
         assert remote[name]["depends_on"]["redis"]["required"] is False
-    assert resolved()["services"]["worker-cpu"]["environment"]["LOOKOUT_REDIS_URL"] == "redis://redis:6379/0"
+    assert (
+        resolved()["services"]["worker-cpu"]["environment"]["LOOKOUT_REDIS_URL"]
+        == "redis://:compose-test-password@redis:6379/0"
+    )
 
 
 def test_mounted_files_exist() -> None:
@@ -130,3 +140,65 @@ def test_compose_refuses_to_start_redis_or_a_service_without_a_redis_password() 
     assert sorted(lookout) == ["bridge", "signaling", "worker-cpu", "worker-gpu"]
     for name in lookout:
         assert services[name]["environment"]["LOOKOUT_REDIS_PASSWORD"] == "s3cret", name
+        # ... and in the URL, so that every service gets a LOOKOUT_REDIS_URL that carries it.
+        assert services[name]["environment"]["LOOKOUT_REDIS_URL"] == "redis://:s3cret@redis:6379/0", name
+
+
+def test_the_model_volume_is_read_only_everywhere() -> None:
+    for name, service in resolved()["services"].items():
+        for volume in service.get("volumes", []):
+            if str(volume).split(":")[1] == "/models":
+                assert str(volume).endswith(":/models:ro"), name
+
+
+def test_host_network_override() -> None:
+    env = {
+        "REDIS_PORT": "7001",
+        "SIGNALING_PORT": "7002",
+        "BRIDGE_METRICS_PORT": "7003",
+        "REDIS_PASSWORD": "pw",
+    }
+    services = resolved(env, overrides=[HOST_NETWORK_FILE])["services"]
+    assert schema_errors(resolved(env, overrides=[HOST_NETWORK_FILE])) == []
+    assert set(services) == set(resolved()["services"])  # the override adds no service
+    for name, service in services.items():
+        assert service["network_mode"] == "host", name
+        assert "ports" not in service, name  # !reset: nothing to publish on the host network
+    command = services["redis"]["command"]
+    assert (
+        command[command.index("--port") + 1] == "7001" and command[command.index("--bind") + 1] == "127.0.0.1"
+    )
+    assert services["redis"]["healthcheck"]["test"] == ["CMD", "redis-cli", "-p", "7001", "ping"]
+    assert services["redis"]["healthcheck"]["retries"] == 10  # the rest of the healthcheck is kept
+    for name in ("signaling", "bridge", "worker-cpu", "worker-gpu"):
+        assert services[name]["environment"]["LOOKOUT_REDIS_URL"] == "redis://:pw@127.0.0.1:7001/0", name
+        assert services[name]["environment"]["LOOKOUT_REDIS_PASSWORD"] == "pw", name
+    assert services["signaling"]["environment"]["LOOKOUT_PORT"] == "7002"
+    assert services["bridge"]["environment"]["LOOKOUT_METRICS_PORT"] == "7003"
+    # One replica per worker service: each would bind the same /metrics port of the host.
+    assert services["worker-cpu"]["deploy"]["replicas"] == 1
+    assert (
+        services["worker-cpu"]["deploy"]["resources"]
+        == resolved()["services"]["worker-cpu"]["deploy"]["resources"]
+    )
+
+
+def test_redis_tls_override() -> None:
+    tls = resolved({"REDIS_PASSWORD": "pw"}, overrides=[REDIS_TLS_FILE])
+    assert schema_errors(tls) == []
+    redis = tls["services"]["redis"]
+    command = redis["command"]
+    assert command[command.index("--port") + 1] == "0"  # the plaintext port is closed
+    assert command[command.index("--tls-port") + 1] == "6380"
+    assert command[command.index("--tls-auth-clients") + 1] == "yes"
+    assert command[command.index("--requirepass") + 1] == "pw"
+    assert redis["ports"] == ["127.0.0.1:6380:6380"]  # !override: not added to the plaintext one
+    assert "--tls" in redis["healthcheck"]["test"] and "./certs:/certs:ro" in redis["volumes"]
+    for name in ("signaling", "bridge", "worker-cpu", "worker-gpu"):
+        service = tls["services"][name]
+        assert service["environment"]["LOOKOUT_REDIS_URL"] == "rediss://:pw@redis:6380/0", name
+        assert service["environment"]["LOOKOUT_REDIS_CA_FILE"] == "/certs/ca.pem", name
+        assert service["volumes"][-1] == "./certs:/certs:ro", name
+        assert any(v.endswith(":/models:ro") for v in service["volumes"]), name  # merged, not replaced
+    with pytest.raises(ValueError, match="REDIS_PASSWORD"):
+        resolved({"LOOKOUT_API_KEY": "k"}, required=False, overrides=[REDIS_TLS_FILE])

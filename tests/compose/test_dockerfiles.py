@@ -49,12 +49,16 @@ def test_requirements_pick_exactly_one_onnxruntime() -> None:
 
 @pytest.mark.parametrize(
     ("dockerfile", "base", "extra"),
-    [("Dockerfile", "python:3.11", "cpu"), ("Dockerfile.gpu", "nvidia/cuda:", "gpu")],
+    [("Dockerfile", "python:3.11", "cpu"), ("Dockerfile.gpu", "python:3.11", "gpu")],
 )
 def test_dockerfile_layers_and_extra(dockerfile: str, base: str, extra: str) -> None:
     steps = instructions(COMPOSE_DIR / dockerfile)
     args = dict(rest.split("=", 1) for keyword, rest in steps if keyword == "ARG" and "=" in rest)
-    assert any(value.startswith(base) for value in args.values()), f"{dockerfile} is not based on {base}"
+    assert args == {"PYTHON_IMAGE": "python:3.11-slim-bookworm"}, (
+        "one base, chosen by PYTHON_IMAGE (make images)"
+    )
+    assert all(value.startswith(base) for value in args.values()), f"{dockerfile} is not based on {base}"
+    assert {rest.split()[0] for keyword, rest in steps if keyword == "FROM"} <= {"${PYTHON_IMAGE}", "deps"}
     runs = [rest for keyword, rest in steps if keyword == "RUN"]
     (install_deps,) = [r for r in runs if "requirements.py" in r]
     assert f"pyproject.toml {extra} " in install_deps and "pip install -r" in install_deps
@@ -101,3 +105,38 @@ def test_dockerignore_lets_in_what_is_copied_and_nothing_else(dockerfile: str) -
         assert included(source.rstrip("*")), f"{source} is copied but .dockerignore leaves it out"
     for left_out in (".venv/bin/python", "tests/conftest.py", "test-output/x", ".git/HEAD", "bench/raw.py"):
         assert not included(left_out), left_out
+
+
+@pytest.mark.parametrize("dockerfile", ["Dockerfile", "Dockerfile.gpu"])
+def test_dockerfiles_build_with_the_legacy_builder_too(dockerfile: str) -> None:
+    # DOCKER_BUILDKIT=0 (where BuildKit's frontend cannot be pulled) ignores `# syntax=` but fails on
+    # BuildKit-only instructions and flags.
+    for keyword, rest in instructions(COMPOSE_DIR / dockerfile):
+        assert not rest.startswith(("--mount", "--network", "--security")), f"{keyword} {rest}"
+        assert keyword != "RUN" or "<<" not in rest, "heredocs need BuildKit"
+        assert not (keyword == "COPY" and rest.startswith(("--link", "--parents", "--exclude"))), rest
+
+
+def test_the_legacy_builders_dockerignore_is_the_dockerfiles() -> None:
+    # The legacy builder reads only the context root's .dockerignore; BuildKit prefers
+    # compose/Dockerfile*.dockerignore. The same patterns either way, so no .env, .venv or .git is sent.
+    def patterns(path: Path) -> list[str]:
+        return [line for line in path.read_text().splitlines() if line.strip() and not line.startswith("#")]
+
+    root = patterns(REPO / ".dockerignore")
+    assert (
+        root
+        == patterns(COMPOSE_DIR / "Dockerfile.dockerignore")
+        == patterns(COMPOSE_DIR / "Dockerfile.gpu.dockerignore")
+    )
+    assert root[0] == "*" and "!.env" not in root
+
+
+def test_the_gpu_image_takes_cuda_from_pip_wheels() -> None:
+    gpu = REQUIREMENTS["requirements"](REPO / "pyproject.toml", ["gpu"])
+    (runtime,) = [r for r in gpu if REQUIREMENTS["_name"](r) == "onnxruntime-gpu"]
+    assert runtime.startswith("onnxruntime-gpu[cuda,cudnn]"), runtime  # the nvidia-* wheels
+    runs = [rest for keyword, rest in instructions(COMPOSE_DIR / "Dockerfile.gpu") if keyword == "RUN"]
+    assert any("ld.so.conf.d" in r and "ldconfig" in r for r in runs), (
+        "the linker must find the wheels' libraries"
+    )
