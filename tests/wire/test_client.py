@@ -65,7 +65,8 @@ async def _respond(redis: Redis, keys: Keys, *, ignore: set[int] | None = None) 
 
 async def _published(redis: Redis, keys: Keys, session: str) -> AsyncIterator[Outcome]:
     """The outcomes on ``session``'s result stream, oldest first."""
-    for _entry_id, fields in await redis.xrange(keys.results(session)):
+    entries = cast(list[tuple[bytes, Fields]], await redis.xrange(keys.results(session)))
+    for _entry_id, fields in entries:
         yield decode_outcome(fields)
 
 
@@ -140,7 +141,7 @@ async def test_a_cancelled_wait_ends_its_frame_as_a_counted_timeout_at_once(
     assert await drop_counts(redis, keys, MODEL) == {"timeout": 1}
     # Still pending at the worker that holds it, marked: that worker's end will publish nothing.
     [row] = await redis.xpending_range(keys.frames(MODEL), WORKER_GROUP, min="-", max="+", count=10)
-    assert await redis.exists(keys.timed_out(MODEL, row["message_id"].decode())) == 1
+    assert await redis.exists(keys.timed_out(MODEL, cast(bytes, row["message_id"]).decode())) == 1
 
 
 async def test_a_frame_no_worker_read_is_counted_and_taken_off_the_stream(redis: Redis, keys: Keys) -> None:
