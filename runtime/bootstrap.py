@@ -127,7 +127,8 @@ async def connect_redis(settings: RegistrySection, *, service: str, **options: A
         raise RedisAuthError(f"{service}: Redis at {endpoint(url)} {problem}") from None
     except (RedisError, OSError) as exc:
         await redis.aclose()
-        transport = tls_refusal(exc) or await transport_mismatch(url)
+        certificate = settings.redis_cert_file is not None
+        transport = tls_refusal(exc) or await transport_mismatch(url, client_certificate=certificate)
         if transport is not None:
             raise RedisTransportError(f"{service}: Redis at {endpoint(url)} {transport}") from None
         raise RedisUnreachableError(f"{service}: cannot reach Redis at {redact_url(url)}: {exc}") from None

@@ -87,24 +87,36 @@ def tls_refusal(exc: BaseException) -> str | None:
     return None
 
 
-async def transport_mismatch(url: str, timeout_s: float = PROBE_TIMEOUT_S) -> str | None:
+def _probe_context() -> ssl.SSLContext:
+    """A TLS client context that verifies nothing: the probes only ask what the server speaks."""
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    context.check_hostname = False
+    context.verify_mode = ssl.CERT_NONE
+    return context
+
+
+async def transport_mismatch(
+    url: str, *, client_certificate: bool = True, timeout_s: float = PROBE_TIMEOUT_S
+) -> str | None:
     """What is wrong when a client of ``url`` could not talk to its Redis: the server speaks TLS and the
-    URL is ``redis://``, or the URL is ``rediss://`` and the server speaks plain RESP. None otherwise
-    (or when the server does not answer the probe: it may simply be down)."""
+    URL is ``redis://``, the URL is ``rediss://`` and the server speaks plain RESP, or (without
+    ``client_certificate``) the server wants one. None otherwise (or when the server does not answer
+    the probe: it may simply be down)."""
     parts = urlsplit(url)
     if parts.scheme not in ("redis", "rediss"):
         return None
     host, port = parts.hostname or "127.0.0.1", parts.port or 6379
     try:
         if parts.scheme == "redis":
-            # Any TLS handshake that completes shows the server speaks TLS: nothing is verified here.
-            context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
-            context.check_hostname = False
-            context.verify_mode = ssl.CERT_NONE
-            _reader, writer = await asyncio.wait_for(
-                asyncio.open_connection(host, port, ssl=context), timeout_s
-            )
-            writer.close()
+            # A TLS handshake that completes, or a TLS alert, shows the server speaks TLS.
+            try:
+                _reader, writer = await asyncio.wait_for(
+                    asyncio.open_connection(host, port, ssl=_probe_context()), timeout_s
+                )
+                writer.close()
+            except ssl.SSLError as exc:
+                if "ALERT" not in str(exc).upper():
+                    return None
             return "wants TLS: use a rediss:// URL (with redis_ca_file, redis_cert_file, redis_key_file)"
         reader, writer = await asyncio.wait_for(asyncio.open_connection(host, port), timeout_s)
         try:
@@ -115,5 +127,19 @@ async def transport_mismatch(url: str, timeout_s: float = PROBE_TIMEOUT_S) -> st
         if first in (b"+", b"-"):  # a RESP reply: PONG, or NOAUTH/an error
             return "does not speak TLS: use a redis:// URL, or the server's TLS port"
     except (OSError, TimeoutError, ssl.SSLError):
-        return None
+        pass
+    if parts.scheme == "rediss" and not client_certificate:
+        # With TLS 1.3 a refused client shows as a reset after the handshake, or as an alert, as timing
+        # falls; with TLS 1.2 a server that wants a certificate fails the handshake itself.
+        context = _probe_context()
+        context.maximum_version = ssl.TLSVersion.TLSv1_2
+        try:
+            _reader, writer = await asyncio.wait_for(
+                asyncio.open_connection(host, port, ssl=context), timeout_s
+            )
+            writer.close()
+        except ssl.SSLError:
+            return _TLS_REASONS["CERTIFICATE_REQUIRED"]
+        except (OSError, TimeoutError):
+            return None
     return None

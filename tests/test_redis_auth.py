@@ -140,6 +140,27 @@ def test_a_service_with_tls_on_one_side_only_exits_with_one_line_saying_which(
     assert PASSWORD not in done.stdout + done.stderr
 
 
+@pytest.mark.skipif(TLS_REDIS is None, reason="no TLS-capable redis-server at /usr/bin/redis-server")
+@pytest.mark.parametrize(
+    ("files", "problem"),
+    [
+        ("ca", "wants a client certificate (set redis_cert_file and redis_key_file)"),
+        ("none", "has a certificate that redis_ca_file does not verify"),
+    ],
+)
+def test_a_service_whose_certificates_do_not_fit_exits_with_one_line_saying_which(
+    locked: tuple[RedisServer, int], tls_files: TlsFiles, files: str, problem: str
+) -> None:
+    _, tls_port = locked
+    env = {"LOOKOUT_REDIS_PASSWORD": PASSWORD}
+    if files == "ca":
+        env["LOOKOUT_REDIS_CA_FILE"] = str(tls_files.ca)
+    done = run_lookout("bridge", "--redis-url", f"rediss://127.0.0.1:{tls_port}/0", env=env, timeout=120)
+    assert done.returncode == 2, done.stderr[-2000:]
+    errors = [line for line in done.stderr.splitlines() if "error" in line.lower() or "Traceback" in line]
+    assert errors == [f"lookout: error: bridge: Redis at 127.0.0.1:{tls_port} {problem}"], done.stderr[-2000:]
+
+
 @pytest.mark.parametrize("transport", ["password", "tls"])
 async def test_a_worker_and_a_frame_client_with_the_password_serve_a_frame(
     locked: tuple[RedisServer, int], tls_files: TlsFiles, shared_dir: Path, video_path: Path, transport: str
