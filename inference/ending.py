@@ -1,7 +1,8 @@
 """How a worker ends the frames it read: exactly once, as a result or a counted drop, through outages.
 
 Every outcome is published in the server-side script that XACKs its entry, and only if that XACK
-removed it (``wire.outcomes``): a frame two workers both processed still ends once. While Redis is
+removed it and its client had not marked it timed out (``wire.outcomes``): a frame two workers both
+processed, or one whose client gave up on it, still ends once. While Redis is
 down, publications are retried (``retry``, the one loop that rides out an outage, which the worker's
 setup steps use too) until the worker gives up: ``give_up_at`` sets the one deadline after which no
 publication retries; an entry left unpublished stays pending in Redis, and a live worker claims it.

@@ -30,12 +30,12 @@ import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import FrameType
-from typing import IO
+from typing import IO, Any
 
 from lookout.supervisor import Backoff, RestartPolicy
-from runtime.redis_url import redact_url
+from runtime.redis_url import client_options, redact_url
 from runtime.settings_cli import add_settings_arguments, load_settings
-from wire.config import SignalingSettings, UpSettings
+from wire.config import RegistrySection, SignalingSettings, UpSettings
 from wire.errors import LookoutError
 from wire.keys import Keys
 
@@ -208,6 +208,9 @@ class Stack:
             self.redis = Child("redis", embedded_redis_command(redis_port), policy)
         else:
             self.redis_url = settings.stack_redis
+        # The children read LOOKOUT_REDIS_PASSWORD, the TLS files... from the environment: so do the
+        # stack's own readiness clients, through the same client options as every service.
+        self.redis_options = client_options(RegistrySection(redis_url=self.redis_url))
         lookout = [sys.executable, "-m", "lookout"]
         self.signaling = Child(
             "signaling",
@@ -253,7 +256,7 @@ class Stack:
         from redis import Redis
         from redis.exceptions import RedisError
 
-        client = Redis.from_url(self.redis_url, socket_timeout=1)
+        client = Redis.from_url(self.redis_url, socket_timeout=1, **self.redis_options)
         deadline = time.monotonic() + 15
         try:
             while time.monotonic() < deadline and not self.stopping:
@@ -283,7 +286,12 @@ class Stack:
             return False
         try:
             bridges, workers = asyncio.run(
-                live_counts(self.redis_url, Keys(SignalingSettings().key_prefix), self.settings.model)
+                live_counts(
+                    self.redis_url,
+                    Keys(SignalingSettings().key_prefix),
+                    self.settings.model,
+                    options=self.redis_options,
+                )
             )
         except REDIS_DOWN_ERRORS:
             return False
@@ -360,13 +368,17 @@ class Stack:
         log.info("all stopped")
 
 
-async def live_counts(redis_url: str, keys: Keys, model: str) -> tuple[int, int]:
-    """(live bridges, live workers of ``model``), read through ``wire.liveness`` like every other reader."""
+async def live_counts(
+    redis_url: str, keys: Keys, model: str, *, options: dict[str, Any] | None = None
+) -> tuple[int, int]:
+    """(live bridges, live workers of ``model``), read through ``wire.liveness`` like every other reader.
+
+    ``options``: the client options of ``runtime.redis_url.client_options`` (password, TLS files)."""
     from redis.asyncio import Redis
 
     from wire.liveness import live_bridges, live_workers
 
-    client = Redis.from_url(redis_url, socket_timeout=2)
+    client = Redis.from_url(redis_url, socket_timeout=2, **(options or {}))
     try:
         return len(await live_bridges(client, keys)), len(await live_workers(client, keys, model))
     finally:

@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any
 from pydantic import Field
 from pydantic_settings import BaseSettings
 
-from runtime.redis_url import client_options, endpoint, redact_url
+from runtime.redis_url import client_options, endpoint, redact_url, tls_refusal, transport_mismatch
 from wire.config.base import SETTINGS_CONFIG
 from wire.errors import LookoutError
 
@@ -46,6 +46,11 @@ class RedisUnreachableError(LookoutError):
 
 class RedisAuthError(LookoutError):
     """Redis refused this service's password, or wants one it was not given: a configuration to fix."""
+
+
+class RedisTransportError(LookoutError):
+    """TLS on one side only (a ``redis://`` URL on a TLS port, ``rediss://`` on a plain one), or a
+    certificate the other side refuses: a configuration to fix."""
 
 
 class MetricsPortError(LookoutError):
@@ -104,8 +109,9 @@ async def connect_redis(settings: RegistrySection, *, service: str, **options: A
 
     The password and TLS files of ``settings`` apply (``runtime.redis_url.client_options``); ``options``
     go to ``Redis.from_url`` too (a service's own timeouts and retries). A refused password is
-    ``RedisAuthError`` (exit 2: retrying cannot help); a Redis that does not answer is
-    ``RedisUnreachableError``. Neither message shows the password.
+    ``RedisAuthError`` (exit 2: retrying cannot help), and so is TLS on one side only or a refused
+    certificate (``RedisTransportError``); a Redis that does not answer is ``RedisUnreachableError``.
+    No message shows the password.
     """
     from redis.asyncio import Redis
     from redis.exceptions import AuthenticationError, RedisError
@@ -121,6 +127,10 @@ async def connect_redis(settings: RegistrySection, *, service: str, **options: A
         raise RedisAuthError(f"{service}: Redis at {endpoint(url)} {problem}") from None
     except (RedisError, OSError) as exc:
         await redis.aclose()
+        certificate = settings.redis_cert_file is not None
+        transport = tls_refusal(exc) or await transport_mismatch(url, client_certificate=certificate)
+        if transport is not None:
+            raise RedisTransportError(f"{service}: Redis at {endpoint(url)} {transport}") from None
         raise RedisUnreachableError(f"{service}: cannot reach Redis at {redact_url(url)}: {exc}") from None
     return redis
 

@@ -106,6 +106,61 @@ def test_a_service_with_a_wrong_or_no_password_exits_with_one_line_saying_which(
     assert PASSWORD not in done.stdout + done.stderr
 
 
+@pytest.mark.skipif(TLS_REDIS is None, reason="no TLS-capable redis-server at /usr/bin/redis-server")
+@pytest.mark.parametrize("service", ["bridge", "worker"])
+@pytest.mark.parametrize(
+    ("scheme", "problem"),
+    [
+        ("redis", "wants TLS: use a rediss:// URL"),
+        ("rediss", "does not speak TLS: use a redis:// URL, or the server's TLS port"),
+    ],
+)
+def test_a_service_with_tls_on_one_side_only_exits_with_one_line_saying_which(
+    locked: tuple[RedisServer, int],
+    tls_files: TlsFiles,
+    shared_dir: Path,
+    service: str,
+    scheme: str,
+    problem: str,
+) -> None:
+    server, tls_port = locked
+    port = tls_port if scheme == "redis" else server.port  # plaintext on the TLS port, TLS on the plain one
+    env = {
+        "LOOKOUT_MODEL_DIR": str(shared_dir / "models"),
+        "LOOKOUT_REDIS_PASSWORD": PASSWORD,
+        "LOOKOUT_REDIS_CA_FILE": str(tls_files.ca),
+        "LOOKOUT_REDIS_CERT_FILE": str(tls_files.client_cert),
+        "LOOKOUT_REDIS_KEY_FILE": str(tls_files.client_key),
+    }
+    done = run_lookout(service, "--redis-url", f"{scheme}://127.0.0.1:{port}/0", env=env, timeout=120)
+    assert done.returncode == 2, done.stderr[-2000:]
+    errors = [line for line in done.stderr.splitlines() if "error" in line.lower() or "Traceback" in line]
+    assert len(errors) == 1, done.stderr[-2000:]
+    assert errors[0].startswith(f"lookout: error: {service}: Redis at 127.0.0.1:{port} {problem}"), errors
+    assert PASSWORD not in done.stdout + done.stderr
+
+
+@pytest.mark.skipif(TLS_REDIS is None, reason="no TLS-capable redis-server at /usr/bin/redis-server")
+@pytest.mark.parametrize(
+    ("files", "problem"),
+    [
+        ("ca", "wants a client certificate (set redis_cert_file and redis_key_file)"),
+        ("none", "has a certificate that redis_ca_file does not verify"),
+    ],
+)
+def test_a_service_whose_certificates_do_not_fit_exits_with_one_line_saying_which(
+    locked: tuple[RedisServer, int], tls_files: TlsFiles, files: str, problem: str
+) -> None:
+    _, tls_port = locked
+    env = {"LOOKOUT_REDIS_PASSWORD": PASSWORD}
+    if files == "ca":
+        env["LOOKOUT_REDIS_CA_FILE"] = str(tls_files.ca)
+    done = run_lookout("bridge", "--redis-url", f"rediss://127.0.0.1:{tls_port}/0", env=env, timeout=120)
+    assert done.returncode == 2, done.stderr[-2000:]
+    errors = [line for line in done.stderr.splitlines() if "error" in line.lower() or "Traceback" in line]
+    assert errors == [f"lookout: error: bridge: Redis at 127.0.0.1:{tls_port} {problem}"], done.stderr[-2000:]
+
+
 @pytest.mark.parametrize("transport", ["password", "tls"])
 async def test_a_worker_and_a_frame_client_with_the_password_serve_a_frame(
     locked: tuple[RedisServer, int], tls_files: TlsFiles, shared_dir: Path, video_path: Path, transport: str

@@ -33,6 +33,11 @@ class Keys:
         monitor the cluster-wide infer and drop rates behind the scale ratio."""
         return f"{self.prefix}:inferred:{model}"
 
+    def timed_out(self, model: str, entry_id: str) -> str:
+        """Mark (SET EX) that a client stopped waiting for a frame still pending at a worker, and counted
+        it as a timeout: the worker's end deletes it and publishes nothing (``wire.outcomes``)."""
+        return f"{self.prefix}:timed-out:{model}:{entry_id}"
+
     # --- patterns the monitor scans to find every model in use ---------------------------------
     def frames_pattern(self) -> str:
         return f"{self.prefix}:frames:*"

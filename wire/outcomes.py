@@ -6,8 +6,12 @@ Prometheus counter ``FRAMES_DROPPED``. The functions here do all three, so calle
 ``FRAMES_DROPPED`` themselves.
 
 A worker ends a frame by acking its stream entry and publishing its outcome in one server-side script
-(``Ack``): the publication happens only when the XACK removed the entry from the group's pending list.
-So a frame that two workers both processed (one was slow, the other claimed it) still ends exactly once.
+(``Ack``): the publication happens only when the XACK removed the entry from the group's pending list
+and its client had not marked it timed out (``claim_for_client``). So a frame that two workers both
+processed (one was slow, the other claimed it), or whose client stopped waiting, still ends exactly once.
+
+What each role's Redis ACL user needs (docs/deployment.md): a worker only writes result streams (XADD,
+EXPIRE, never a read), and a client (bridge, signaling) never XACKs.
 """
 
 from __future__ import annotations
@@ -25,25 +29,36 @@ from wire.metrics import FRAMES_DROPPED
 UNKNOWN_MODEL_TALLY = "unknown"
 """Model name the drop tally uses for a drop whose model is not known."""
 
-# KEYS: frame stream, result stream, drop tally, inferred counter.
-# ARGV: group ('' = no ack), entry id, maxlen, ttl, kind, body, reason ('' = not a drop), publish (0/1).
-# Returns 1 when the frame was ended here, 0 when its entry was no longer pending (ended elsewhere).
+# KEYS: frame stream, drop tally, inferred counter, the entry's timed-out mark (``Keys.timed_out``).
+# ARGV: group ('' = no ack), entry id, result stream ('' = publish nothing), maxlen, ttl, kind, body,
+# reason ('' = not a drop).
+# The result stream is an argument, not a declared key: Redis checks a script's declared keys for read
+# and write alike, while each command the script calls is checked for what it does, so the XADD and
+# EXPIRE below need only the write-only `%W~` access a worker's ACL user has to result streams.
+# Returns 1 when the frame was ended here, 0 when it was ended elsewhere (or its client counted it).
 _END_FRAME = """
 if ARGV[1] ~= '' then
   if redis.call('XACK', KEYS[1], ARGV[1], ARGV[2]) == 0 then return 0 end
+  -- Its client stopped waiting and counted it as a timeout (claim_for_client): publish nothing.
+  if redis.call('DEL', KEYS[4]) == 1 then return 0 end
 end
-if ARGV[8] == '1' then
-  redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[3], '*', 'kind', ARGV[5], 'body', ARGV[6])
-  redis.call('EXPIRE', KEYS[2], ARGV[4])
+if ARGV[3] ~= '' then
+  redis.call('XADD', ARGV[3], 'MAXLEN', '~', ARGV[4], '*', 'kind', ARGV[6], 'body', ARGV[7])
+  redis.call('EXPIRE', ARGV[3], ARGV[5])
 end
-if ARGV[7] ~= '' then
-  redis.call('HINCRBY', KEYS[3], ARGV[7], 1)
-elseif ARGV[5] == 'result' then
+if ARGV[8] ~= '' then
+  redis.call('HINCRBY', KEYS[2], ARGV[8], 1)
+elseif ARGV[6] == 'result' then
   -- Results are counted where they are published, like drops, so the monitor sees every worker.
-  redis.call('INCR', KEYS[4])
+  redis.call('INCR', KEYS[3])
 end
 return 1
 """
+
+TIMED_OUT_MARK_TTL_S = 24 * 3600
+"""How long a client's timed-out mark on a frame still pending at a worker waits for that worker's end
+(which deletes it). A frame left pending longer (no worker of its model for a day) could be counted
+twice: once by its client, once by the worker that finally ends it."""
 
 
 @dataclass(frozen=True)
@@ -78,21 +93,22 @@ async def publish_outcomes(
     for outcome, ack in outcomes:
         reason = outcome.reason.value if isinstance(outcome, DropRecord) else ""
         encoded = encode_outcome(outcome)
+        model = _tally_model(outcome.model)
         pipe.eval(
             _END_FRAME,
             4,
-            ack.stream if ack else keys.frames(_tally_model(outcome.model)),
-            keys.results(outcome.session),
-            keys.drop_counts(_tally_model(outcome.model)),
-            keys.inferred_count(_tally_model(outcome.model)),
+            ack.stream if ack else keys.frames(model),
+            keys.drop_counts(model),
+            keys.inferred_count(model),
+            keys.timed_out(model, ack.entry_id if ack else "-"),
             ack.group if ack else "",
             ack.entry_id if ack else "",
+            keys.results(outcome.session),
             maxlen,
             ttl_s,
             encoded["kind"],
             encoded["body"],
             reason,
-            "1",
         )
     replies = await pipe.execute()
     ended = [int(reply) == 1 for reply in replies]
@@ -134,21 +150,22 @@ async def count_drop(
 
     With ``ack``, the entry is acked in the same script and counted only if the ack removed it.
     """
+    tally = _tally_model(model)
     reply = await redis.eval(
         _END_FRAME,
         4,
-        ack.stream if ack else keys.frames(_tally_model(model)),
-        keys.results("-"),
-        keys.drop_counts(_tally_model(model)),
-        keys.inferred_count(_tally_model(model)),
+        ack.stream if ack else keys.frames(tally),
+        keys.drop_counts(tally),
+        keys.inferred_count(tally),
+        keys.timed_out(tally, ack.entry_id if ack else "-"),
         ack.group if ack else "",
         ack.entry_id if ack else "",
+        "",
         0,
         0,
         "",
         "",
         reason.value,
-        "0",
     )
     ended = int(reply) == 1
     if ended:
@@ -156,8 +173,10 @@ async def count_drop(
     return ended
 
 
-# KEYS: frame stream, drop tally. ARGV: group, entry id, reason.
+# KEYS: frame stream, drop tally, the entry's timed-out mark. ARGV: group, entry id, reason, mark ttl.
 # Returns 1 when the client's drop ends the frame (counted here), 0 when a worker has ended it or will.
+# No XACK: a bridge's ACL user may not ack frames. A frame still pending at a worker is marked instead,
+# and the worker's end (_END_FRAME) acks it, finds the mark and publishes nothing.
 _CLAIM_FOR_CLIENT = """
 local function later(a, b)
   local am, as = string.match(a, '(%d+)-(%d+)')
@@ -165,9 +184,12 @@ local function later(a, b)
   am, as, bm, bs = tonumber(am), tonumber(as), tonumber(bm), tonumber(bs)
   return am > bm or (am == bm and as > bs)
 end
-local ok, acked = pcall(redis.call, 'XACK', KEYS[1], ARGV[1], ARGV[2])
-if ok and acked == 1 then
-  -- Pending at a worker (alive or dead): its own end will find nothing to ack and publish nothing.
+local ok, pending = pcall(redis.call, 'XPENDING', KEYS[1], ARGV[1], ARGV[2], ARGV[2], 1)
+if ok and #pending > 0 then
+  -- Pending at a worker (alive or dead): its own end will find the mark and publish nothing.
+  if not redis.call('SET', KEYS[3], '1', 'NX', 'EX', ARGV[4]) then
+    return 0  -- marked before: this client's earlier claim counted it
+  end
   redis.call('HINCRBY', KEYS[2], ARGV[3], 1)
   return 1
 end
@@ -207,18 +229,21 @@ async def claim_for_client(
 
     Without this a frame could be counted twice: as the client's ``timeout`` and, once a live worker
     claimed it from a dead one, as that worker's ``deadline``. One script decides: a frame still
-    pending at a worker is acked here (the worker's own end then publishes nothing); one never
+    pending at a worker is marked timed out here (``Keys.timed_out``; the worker's own end acks it,
+    deletes the mark and publishes nothing), never acked, so that a client needs no XACK; one never
     delivered is deleted from the stream, so no worker reads it; either is counted here and True is
     returned. False means a worker already ended the frame and counted its outcome.
     """
     reply = await redis.eval(
         _CLAIM_FOR_CLIENT,
-        2,
+        3,
         keys.frames(model),
         keys.drop_counts(_tally_model(model)),
+        keys.timed_out(model, entry_id),
         group,
         entry_id,
         reason.value,
+        TIMED_OUT_MARK_TTL_S,
     )
     claimed = int(reply) == 1
     if claimed:

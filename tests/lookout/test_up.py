@@ -83,6 +83,8 @@ def test_up_starts_supervises_and_stops_everything(shared_dir: Path) -> None:
         assert len(bridges) == 1
         pids = children(up.pid)
         assert len(pids) == 4  # redis, signaling, bridge, worker
+        # The embedded Redis has no password: it must stay on loopback, whatever --host says.
+        assert redis.config_get("bind") == {"bind": "127.0.0.1"}
 
         # A child that dies is restarted.
         (old_bridge,) = bridges.values()

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from redis.asyncio import Redis
 
 from runtime.redis_url import client_options, endpoint, redact_url
 from wire.config import RegistrySection
@@ -46,3 +47,22 @@ def test_the_password_setting_is_passed_on_and_not_shown() -> None:
     settings = RegistrySection(redis_password="s3cret")
     assert client_options(settings) == {"password": "s3cret"}
     assert "s3cret" not in repr(settings)
+
+
+def test_a_user_and_password_in_the_url_win_over_the_settings() -> None:
+    settings = RegistrySection(
+        redis_url="rediss://lookout-bridge:in-url@h:6380/0", redis_username="other", redis_password="setting"
+    )
+    assert client_options(settings) == {"username": "other", "password": "setting"}
+    client = Redis.from_url(settings.redis_url, **client_options(settings))
+    kwargs = client.connection_pool.connection_kwargs
+    assert (kwargs["username"], kwargs["password"]) == ("lookout-bridge", "in-url")
+    assert redact_url(settings.redis_url) == "rediss://lookout-bridge:***@h:6380/0"
+
+
+def test_the_username_setting_applies_when_the_url_names_none() -> None:
+    settings = RegistrySection(
+        redis_url="redis://h:6379/0", redis_username="lookout-worker", redis_password="pw"
+    )
+    kwargs = Redis.from_url(settings.redis_url, **client_options(settings)).connection_pool.connection_kwargs
+    assert (kwargs["username"], kwargs["password"]) == ("lookout-worker", "pw")

@@ -17,9 +17,18 @@ from wire.client import FrameClient, StreamReply, iter_outcomes
 from wire.config import StreamSettings
 from wire.keys import WORKER_GROUP, Keys
 from wire.liveness import WorkerInfo, beat
-from wire.messages import DropReason, DropRecord, DropSite, Fields, FrameMessage, ResultMessage
+from wire.messages import (
+    DropReason,
+    DropRecord,
+    DropSite,
+    Fields,
+    FrameMessage,
+    Outcome,
+    ResultMessage,
+    decode_outcome,
+)
 from wire.metrics import FRAMES_DROPPED
-from wire.outcomes import drop_counts, publish_outcome
+from wire.outcomes import Ack, drop_counts, publish_outcome
 from wire.tasks import cancel_and_wait
 
 MODEL = "m"
@@ -52,6 +61,13 @@ async def _respond(redis: Redis, keys: Keys, *, ignore: set[int] | None = None) 
                     height=frame.height,
                 )
                 await publish_outcome(redis, keys, result, maxlen=100, ttl_s=60)
+
+
+async def _published(redis: Redis, keys: Keys, session: str) -> AsyncIterator[Outcome]:
+    """The outcomes on ``session``'s result stream, oldest first."""
+    entries = cast(list[tuple[bytes, Fields]], await redis.xrange(keys.results(session)))
+    for _entry_id, fields in entries:
+        yield decode_outcome(fields)
 
 
 @pytest.fixture
@@ -92,13 +108,20 @@ async def test_a_timed_out_frame_is_counted_once_even_when_a_worker_ends_it_late
         outcome = await client.detect(b"jpeg", model=MODEL, width=1, height=1, timeout_s=30)  # seq 0
         outcome = await client.detect(b"jpeg", model=MODEL, width=1, height=1, timeout_s=0.5)  # seq 1
         assert isinstance(outcome, DropRecord) and outcome.reason is DropReason.TIMEOUT
+        session = client.session
     # A live worker claims the dead one's frame later and drops it as late: that end publishes nothing.
     stream = keys.frames(MODEL)
     claimed = await redis.xautoclaim(stream, WORKER_GROUP, "live", min_idle_time=0, start_id="0-0")
-    assert claimed[1] == []  # the client's timeout took it off the pending list
-    pending = await redis.xpending(stream, WORKER_GROUP)
-    assert pending["pending"] == 0
+    [(entry, _fields)] = claimed[1]  # the client did not ack it (a bridge may not): it marked it
+    entry_id = entry.decode()
+    assert await redis.exists(keys.timed_out(MODEL, entry_id)) == 1
+    late = DropRecord(session=session, seq=1, model=MODEL, reason=DropReason.DEADLINE, site=DropSite.WORKER)
+    ack = Ack(stream, WORKER_GROUP, entry_id)
+    assert not await publish_outcome(redis, keys, late, maxlen=100, ttl_s=60, ack=ack)
+    assert (await redis.xpending(stream, WORKER_GROUP))["pending"] == 0
+    assert await redis.exists(keys.timed_out(MODEL, entry_id)) == 0
     assert await drop_counts(redis, keys, MODEL) == {"timeout": 1}
+    assert [o.seq async for o in _published(redis, keys, session)] == [0]
 
 
 async def test_a_cancelled_wait_ends_its_frame_as_a_counted_timeout_at_once(
@@ -116,7 +139,9 @@ async def test_a_cancelled_wait_ends_its_frame_as_a_counted_timeout_at_once(
                 break
             await asyncio.sleep(0.05)
     assert await drop_counts(redis, keys, MODEL) == {"timeout": 1}
-    assert (await redis.xpending(keys.frames(MODEL), WORKER_GROUP))["pending"] == 0
+    # Still pending at the worker that holds it, marked: that worker's end will publish nothing.
+    [row] = await redis.xpending_range(keys.frames(MODEL), WORKER_GROUP, min="-", max="+", count=10)
+    assert await redis.exists(keys.timed_out(MODEL, cast(bytes, row["message_id"]).decode())) == 1
 
 
 async def test_a_frame_no_worker_read_is_counted_and_taken_off_the_stream(redis: Redis, keys: Keys) -> None:

@@ -9,7 +9,7 @@ from redis.asyncio import Redis
 from wire.keys import WORKER_GROUP, Keys
 from wire.messages import DropReason, DropRecord, DropSite, Fields, ResultMessage, decode_outcome
 from wire.metrics import FRAMES_DROPPED
-from wire.outcomes import Ack, count_drop, drop_counts, publish_outcome, publish_outcomes
+from wire.outcomes import Ack, claim_for_client, count_drop, drop_counts, publish_outcome, publish_outcomes
 
 
 def _result(seq: int, session: str = "s1") -> ResultMessage:
@@ -107,3 +107,36 @@ async def test_a_drop_of_an_unknown_model_is_tallied_under_unknown(redis: Redis,
     record = DropRecord(session="s1", seq=1, reason=DropReason.NO_WORKER, site=DropSite.BRIDGE)
     await publish_outcome(redis, keys, record, maxlen=10, ttl_s=10)
     assert await drop_counts(redis, keys, "unknown") == {"no_worker": 1}
+
+
+async def test_a_client_timeout_marks_a_held_frame_and_its_workers_end_counts_nothing(
+    redis: Redis, keys: Keys
+) -> None:
+    stream = keys.frames("m")
+    await redis.xgroup_create(stream, WORKER_GROUP, id="0", mkstream=True)
+    held, trimmed = [cast(bytes, await redis.xadd(stream, {"x": str(i)})).decode() for i in range(2)]
+    await redis.xreadgroup(WORKER_GROUP, "w1", {stream: ">"})
+    for entry_id in (held, trimmed):
+        for counted in (True, False):  # the second claim finds the mark of the first
+            claimed = await claim_for_client(
+                redis, keys, model="m", entry_id=entry_id, reason=DropReason.TIMEOUT, site=DropSite.BRIDGE
+            )
+            assert claimed is counted
+        assert await redis.exists(keys.timed_out("m", entry_id)) == 1
+    assert (await redis.xpending(stream, WORKER_GROUP))["pending"] == 2  # not acked: clients may not
+    # The worker's ends: a result, and a count of an entry whose fields were trimmed; neither counts.
+    assert not await publish_outcome(
+        redis, keys, _result(0), maxlen=100, ttl_s=60, ack=Ack(stream, WORKER_GROUP, held)
+    )
+    assert not await count_drop(
+        redis,
+        keys,
+        model="m",
+        reason=DropReason.TRIMMED,
+        site=DropSite.WORKER,
+        ack=Ack(stream, WORKER_GROUP, trimmed),
+    )
+    assert await drop_counts(redis, keys, "m") == {"timeout": 2}
+    assert await redis.exists(keys.results("s1")) == 0
+    assert (await redis.xpending(stream, WORKER_GROUP))["pending"] == 0
+    assert await redis.exists(keys.timed_out("m", held), keys.timed_out("m", trimmed)) == 0

@@ -55,6 +55,11 @@ class RegistrySection(BaseSettings):
         description="Redis server all services share.",
         json_schema_extra=flags("--redis-url", "--redis"),
     )
+    redis_username: str = Field(
+        default="",
+        max_length=128,
+        description="ACL user of that Redis (one per role), used when the URL names none.",
+    )
     redis_password: str = Field(
         default="",
         repr=False,
