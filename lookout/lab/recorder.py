@@ -307,9 +307,13 @@ def sample_usage(state: LabState, exclude: int) -> dict[str, Usage]:
     return {host: Usage(cpu[host], rss[host]) for host in cpu}
 
 
+SCRAPE_TIMEOUT_S = 1.5
+"""Below the 2 s recording interval, and long enough for a page to cross a capped link on a busy host."""
+
+
 def scrape(url: str) -> dict[str, float] | None:
     try:
-        with urllib.request.urlopen(url, timeout=1.0) as reply:
+        with urllib.request.urlopen(url, timeout=SCRAPE_TIMEOUT_S) as reply:
             return parse_metrics(reply.read().decode())
     except (OSError, ValueError):
         return None
