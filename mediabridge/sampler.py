@@ -200,14 +200,17 @@ class Sampler:
     async def _publish(self, item: _Accepted) -> None:
         try:
             jpeg, width, height = await asyncio.to_thread(encode_jpeg, item.frame, self.jpeg_quality)
+        except asyncio.CancelledError:  # the session is closing: the frame is counted, never lost
+            self._drop(item.seq, DropReason.SHUTDOWN, "session closed while encoding")
+            raise
         except Exception as exc:  # a frame that cannot be encoded is counted, never lost
             log.warning("session %s: frame %d not encodable: %s", self.client.session, item.seq, exc)
             self._drop(item.seq, DropReason.UNDECODABLE, f"encoding failed: {exc}")
             return
         deadline = item.received_ms + self.deadline_ms
         self._acquire()
-        try:
-            seq, future = await self.client.submit(
+        submitting = asyncio.ensure_future(
+            self.client.submit(
                 jpeg,
                 model=self.model,
                 width=width,
@@ -216,6 +219,14 @@ class Sampler:
                 deadline_ms=deadline,
                 seq=item.seq,
             )
+        )
+        try:
+            seq, future = await asyncio.shield(submitting)
+        except asyncio.CancelledError:
+            # The session is closing while the XADD is out: whether it reached Redis is not known yet, so
+            # see the publish through in the background (``close`` waits for it) instead of losing it.
+            self._spawn(self._waiters, self._finish_publish(item, submitting, deadline))
+            raise
         except REDIS_DOWN_ERRORS as exc:
             self._release()
             self._drop(item.seq, DropReason.REDIS_UNAVAILABLE, f"redis unavailable: {exc}")
@@ -230,6 +241,24 @@ class Sampler:
         self.published += 1
         timeout_s = max(0.5, (deadline - now_ms()) / 1000.0 + 2.0)
         self._spawn(self._waiters, self._await_outcome(seq, future, timeout_s))
+
+    async def _finish_publish(
+        self, item: _Accepted, submitting: asyncio.Future[tuple[int, Any]], deadline: float
+    ) -> None:
+        try:
+            seq, future = await submitting
+        except REDIS_DOWN_ERRORS as exc:
+            self._release()
+            self._drop(item.seq, DropReason.REDIS_UNAVAILABLE, f"redis unavailable: {exc}")
+            return
+        except BaseException:
+            # Cancelled by ``close`` past its grace, or a bug: counted as a shutdown drop.
+            self._release()
+            self._drop(item.seq, DropReason.SHUTDOWN, "session closed while publishing")
+            raise
+        self.published += 1
+        timeout_s = max(0.5, (deadline - now_ms()) / 1000.0 + 2.0)
+        await self._await_outcome(seq, future, timeout_s)
 
     async def _await_outcome(
         self, seq: int, future: asyncio.Future[ResultMessage | DropRecord], timeout_s: float

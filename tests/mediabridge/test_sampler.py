@@ -282,3 +282,66 @@ async def test_outcomes_are_tallied_for_the_accounting_line(running: Any) -> Non
         "2 sampled; 0 dropped at the bridge; 2 published: 1 results, 1 dropped (deadline 1), "
         "0 unresolved at close (client timeouts)"
     )
+
+
+async def _close_like_a_session(sampler: Sampler, task: asyncio.Task[None]) -> None:
+    """What ``PeerSession.close`` does: cancel the sampler's run task, then close the sampler."""
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
+    await sampler.close()
+
+
+def _ended(publisher: FakePublisher, sampler: Sampler) -> int:
+    """Frames that ended: results, drops recorded at the bridge, and later drops (timeouts, workers)."""
+    return sampler.results + sum(sampler.later_drops.values()) + len(publisher.drops)
+
+
+async def test_a_frame_being_published_when_the_session_closes_is_seen_through() -> None:
+    """The run task cancelled while its frame's XADD is out (a close lands mid-publish): the frame is not
+    lost. The publish finishes, and the frame ends as what became of it (here: the worker's result)."""
+    publisher = FakePublisher()
+    sampler = make_sampler(publisher)
+    xadd_sent, xadd_answers = asyncio.Event(), asyncio.Event()
+    real_submit = publisher.submit
+
+    async def slow_submit(jpeg: bytes, **kw: Any) -> Any:
+        xadd_sent.set()
+        await xadd_answers.wait()
+        return await real_submit(jpeg, **kw)
+
+    publisher.submit = slow_submit  # type: ignore[method-assign]
+    task = asyncio.create_task(sampler.run())
+    assert sampler.push(Frame(), 1000.0)
+    await asyncio.wait_for(xadd_sent.wait(), 20)
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
+    xadd_answers.set()
+    closing = asyncio.create_task(sampler.close())
+    await until(lambda: 0 in publisher.submitted, "the publish finished")
+    publisher.answer(0)
+    await asyncio.wait_for(closing, 20)
+    assert sampler.accepted == 1 and _ended(publisher, sampler) == 1, sampler.accounting()
+    assert sampler.results == 1 and sampler.in_flight == 0
+
+
+async def test_a_frame_being_encoded_when_the_session_closes_is_counted_as_shutdown() -> None:
+    publisher = FakePublisher()
+    sampler = make_sampler(publisher)
+    encoding, release = asyncio.Event(), asyncio.Event()
+    loop = asyncio.get_running_loop()
+
+    class SlowFrame(Frame):
+        def to_ndarray(self, **kwargs: Any) -> np.ndarray[Any, Any]:
+            loop.call_soon_threadsafe(encoding.set)
+            asyncio.run_coroutine_threadsafe(release.wait(), loop).result(20)
+            return super().to_ndarray(**kwargs)
+
+    task = asyncio.create_task(sampler.run())
+    assert sampler.push(SlowFrame(), 1000.0)
+    await asyncio.wait_for(encoding.wait(), 20)
+    await _close_like_a_session(sampler, task)
+    release.set()
+    assert publisher.drops == [(0, DropReason.SHUTDOWN, DropSite.BRIDGE)], sampler.accounting()
+    assert sampler.accepted == 1 and _ended(publisher, sampler) == 1 and not publisher.submitted
