@@ -22,7 +22,7 @@ from redis.asyncio import Redis
 from runtime.redis import REDIS_DOWN_ERRORS, Outage
 from wire.keys import Keys
 from wire.messages import DropReason, DropSite
-from wire.metrics import FRAMES_DROPPED
+from wire.metrics import DROPS_HELD, FRAMES_DROPPED
 from wire.outcomes import UNKNOWN_MODEL_TALLY
 
 log = logging.getLogger(__name__)
@@ -51,6 +51,7 @@ class DropTally:
         """Count one drop now (metric) and hold it for the Redis tally."""
         model = model or UNKNOWN_MODEL_TALLY
         FRAMES_DROPPED.labels(model=model, site=self.site.value, reason=reason.value).inc()
+        DROPS_HELD.labels(site=self.site.value).inc()
         self.held[(model, reason)] += 1
 
     async def flush(self) -> int:

@@ -23,6 +23,12 @@ FRAMES_INFERRED = Counter("lookout_frames_inferred", "Frames that ended as a res
 FRAMES_DROPPED = Counter(
     "lookout_frames_dropped", "Frames that ended as a drop, by reason and site.", ["model", "site", "reason"]
 )
+DROPS_HELD = Counter(
+    "lookout_drops_held",
+    "Drops counted while Redis could not take their record, added to its tally later. A write that timed"
+    " out may still have reached Redis, so each of these may be counted twice: the bound accounting uses.",
+    ["site"],
+)
 INFERENCE_SECONDS = Histogram(
     "lookout_inference_seconds", "Model run time per frame.", ["model"], buckets=LATENCY_BUCKETS
 )

@@ -326,6 +326,9 @@ class Recorder:
         self.csv_path = self.state.record_csv
         self.started = time.monotonic()
         self.service_totals: dict[str, Totals] = {}
+        self.service_host: dict[str, str] = {}
+        """Every service seen, by host: one that is down (killed, restarting, stopped by `lab down`) is
+        gone from the state file, but what it counted stays in its host's totals."""
         self.usage: dict[str, Usage] = {}
         self.host_totals: dict[str, dict[str, float]] = {}
         self.rows: list[Row] = []
@@ -347,6 +350,8 @@ class Recorder:
                 strict=True,
             )
         )
+        for p in services:
+            self.service_host[p.name] = p.host
         for name, reading in readings.items():
             if reading is not None:
                 self.service_totals.setdefault(name, Totals()).read(reading)
@@ -354,7 +359,8 @@ class Recorder:
         new_rows = []
         for host in self.state.hosts:
             mine = [p for p in services if p.host == host.name]
-            totals = add(self.service_totals[p.name].totals() for p in mine if p.name in self.service_totals)
+            ever = [name for name, at in self.service_host.items() if at == host.name]
+            totals = add(self.service_totals[name].totals() for name in ever if name in self.service_totals)
             new_rows.append(
                 host_row(
                     time_s=now - self.started,

@@ -25,11 +25,13 @@ async def test_held_drops_are_in_the_metric_at_once_and_in_the_tally_after_a_flu
 ) -> None:
     tally = DropTally(redis, keys)
     before = dropped_metric("m-tally", "redis_unavailable")
+    held_before = REGISTRY.get_sample_value("lookout_drops_held_total", {"site": "bridge"}) or 0.0
     for _ in range(3):
         tally.count("m-tally", DropReason.REDIS_UNAVAILABLE)
     tally.count("m-tally", DropReason.SUPERSEDED)
     tally.count("", DropReason.SHUTDOWN)  # a drop of no known model goes where the workers put those
     assert dropped_metric("m-tally", "redis_unavailable") == before + 3
+    assert REGISTRY.get_sample_value("lookout_drops_held_total", {"site": "bridge"}) == held_before + 5
     assert tally.pending == 5
     assert await tally.flush() == 5
     assert await drop_counts(redis, keys, "m-tally") == {"redis_unavailable": 3, "superseded": 1}

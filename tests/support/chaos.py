@@ -34,6 +34,8 @@ from redis import Redis
 from wire.keys import Keys
 
 SAMPLED = "sampled"
+HELD = "held_drops"
+"""Drops the bridge held while Redis could not take their record (``lookout_drops_held``)."""
 RESULTS = "results"
 DROP = "drop:"
 """Key prefix of a drop reason in a reading (``drop:superseded``)."""
@@ -132,6 +134,8 @@ def read_bridge_metrics(url: str) -> dict[str, int]:
                 continue
             if family.name == "lookout_frames_in" and sample.labels.get("site") == "bridge":
                 reading[SAMPLED] += int(sample.value)
+            elif family.name == "lookout_drops_held":
+                reading[HELD] = reading.get(HELD, 0) + int(sample.value)
             elif family.name == "lookout_frames_dropped":
                 key = BRIDGE_DROP + sample.labels.get("reason", "?")
                 reading[key] = reading.get(key, 0) + int(sample.value)
