@@ -269,7 +269,8 @@ def test_with_reconnect_a_restarted_signaling_gets_the_stream_back_and_the_gap_c
     # The gap runs from the last result of the lost session to the new answer, at the sample rate.
     last_before = max(m["received_ms"] for m in detections(lines) if m["session"] == first)
     first_after = min(m["received_ms"] for m in detections(lines) if m["session"] != first)
-    assert last_before <= gap["from_ms"] <= lost_at * 1000 <= back_at * 1000 <= gap["to_ms"] <= first_after
+    # Not back_at <= to_ms: the client may rejoin before restart_signaling() has polled signaling healthy.
+    assert last_before <= gap["from_ms"] <= lost_at * 1000 <= gap["to_ms"] <= first_after
     seconds = (gap["to_ms"] - gap["from_ms"]) / 1000
     assert abs(gap["dropped"] - seconds * FPS) <= 1
     summary = lines[-1]
